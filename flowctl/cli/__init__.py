@@ -1,0 +1,1 @@
+"""The `flowctl` command line: one module per command group, errors rendered once."""

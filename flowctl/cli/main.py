@@ -1,0 +1,45 @@
+"""Entry point: the click group and the one place where errors become clean messages."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from flowctl import __version__
+from flowctl.cli.spec_commands import compile_command, graph_command, schema_command
+from flowctl.cli.validate import validate_command
+from flowctl.errors import FlowctlError
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="flowctl")
+def cli() -> None:
+    """Declarative YAML pipelines for AI and document workflows.
+
+    Write a pipeline file, check it with `flowctl validate`, inspect it with
+    `flowctl compile` and `flowctl graph`.
+    """
+
+
+cli.add_command(validate_command)
+cli.add_command(compile_command)
+cli.add_command(graph_command)
+cli.add_command(schema_command)
+
+
+def main() -> None:
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as error:
+        error.show()
+        sys.exit(error.exit_code)
+    except click.exceptions.Exit as done:
+        sys.exit(done.exit_code)
+    except FlowctlError as error:
+        click.echo(f"error: {error}", err=True)
+        sys.exit(error.exit_code)
+    sys.exit(0)

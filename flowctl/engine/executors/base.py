@@ -1,0 +1,88 @@
+"""The executor protocol and the registry that finds executors by name.
+
+An executor is a class with a `name`, a JSON Schema for its `with:` block, and one
+`async def run(self, ctx, params)`. Retries, timeouts, rendering and checkpointing
+live in the orchestrator, never in an executor.
+
+Built-in executors are imported lazily (importing `openai` costs ~0.3 s, which
+`flowctl validate` must not pay); third-party executors register through the
+entry-point group `flowctl.executors`, whose entries are looked up only for names
+that are not built in.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any, ClassVar, Protocol
+
+from flowctl.schemas import builtin_executor_names, load_schema
+
+ENTRY_POINT_GROUP = "flowctl.executors"
+
+
+@dataclass(slots=True)
+class TaskContext:
+    """What an executor may know about the attempt it runs."""
+
+    execution_id: str
+    task_id: str
+    attempt: int
+    pipeline_dir: Path | None = None
+    item: Any = None
+    secrets: frozenset[str] = field(default_factory=frozenset)  # values to redact
+
+
+class Executor(Protocol):
+    name: ClassVar[str]
+    with_schema: ClassVar[dict[str, Any]]
+
+    async def run(self, ctx: TaskContext, params: dict[str, Any]) -> Any: ...
+
+
+_BUILTIN_CLASSES = {
+    "transform": "flowctl.engine.executors.transform:TransformExecutor",
+}
+
+
+class UnknownExecutorError(LookupError):
+    pass
+
+
+@functools.cache
+def _plugin_entry_points() -> dict[str, Any]:
+    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def known_executor_names() -> list[str]:
+    return sorted({*builtin_executor_names(), *_plugin_entry_points()})
+
+
+@functools.cache
+def with_schema(name: str) -> dict[str, Any]:
+    """The JSON Schema of an executor's `with:` block; raises UnknownExecutorError."""
+    if name in builtin_executor_names():
+        return load_schema(f"executors/{name}")
+    return executor_class(name).with_schema
+
+
+@functools.cache
+def executor_class(name: str) -> type[Executor]:
+    if name in _BUILTIN_CLASSES:
+        module_name, _, attribute = _BUILTIN_CLASSES[name].partition(":")
+        cls: type[Executor] = getattr(importlib.import_module(module_name), attribute)
+        return cls
+    entry_point = _plugin_entry_points().get(name)
+    if entry_point is None:
+        if name in builtin_executor_names():
+            raise UnknownExecutorError(f"executor {name!r} is not available in this version")
+        raise UnknownExecutorError(f"unknown executor {name!r}")
+    loaded: type[Executor] = entry_point.load()
+    return loaded
+
+
+def is_known(name: str) -> bool:
+    return name in builtin_executor_names() or name in _plugin_entry_points()

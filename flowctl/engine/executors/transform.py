@@ -1,0 +1,16 @@
+"""`transform`: outputs its rendered `value` (shapes data between tasks; the no-op of benchmarks)."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from flowctl.engine.executors.base import TaskContext
+from flowctl.schemas import load_schema
+
+
+class TransformExecutor:
+    name: ClassVar[str] = "transform"
+    with_schema: ClassVar[dict[str, Any]] = load_schema("executors/transform")
+
+    async def run(self, ctx: TaskContext, params: dict[str, Any]) -> Any:
+        return params["value"]

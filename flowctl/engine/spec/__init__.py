@@ -1,0 +1,1 @@
+"""YAML → document → diagnostics → TaskFlow IR: the pure, I/O-free spec layer."""
