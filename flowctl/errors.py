@@ -22,7 +22,9 @@ class Diagnostic:
     severity: str = "error"
 
     def format(self) -> str:
-        text = f"{self.path}:{self.line}:{self.column}: {self.severity}: {self.message} [{self.rule}]"
+        text = (
+            f"{self.path}:{self.line}:{self.column}: {self.severity}: {self.message} [{self.rule}]"
+        )
         if self.hint:
             text += f"\n  hint: {self.hint}"
         return text
@@ -67,9 +69,7 @@ class RenderError(FlowctlError):
         self.field = field
         self.expression = expression
         self.reason = reason
-        super().__init__(
-            f"task {task_id!r}: cannot render {field} {expression!r}: {reason}"
-        )
+        super().__init__(f"task {task_id!r}: cannot render {field} {expression!r}: {reason}")
 
 
 class ExecutorError(FlowctlError):

@@ -10,18 +10,18 @@ import click
 
 from flowctl.engine.spec.compile import compile_document
 from flowctl.engine.spec.graph import to_dot, to_mermaid
-from flowctl.engine.spec.validate import check_file
+from flowctl.engine.spec.validate import load_and_validate
 from flowctl.schemas import load_schema
 
 
 def load_ir(path: str) -> dict[str, Any]:
     """Validate and compile one file; prints the diagnostics and exits 1 if invalid."""
-    checked = check_file(path)
-    if checked.diagnostics or checked.document is None:
-        for diagnostic in checked.diagnostics:
+    document, diagnostics = load_and_validate(path)
+    if diagnostics or document is None:
+        for diagnostic in diagnostics:
             click.echo(diagnostic.format(), err=True)
         sys.exit(1)
-    return compile_document(checked.document)
+    return compile_document(document)
 
 
 @click.command("compile")
@@ -33,8 +33,13 @@ def compile_command(file: str) -> None:
 
 @click.command("graph")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
-@click.option("--format", "output_format", type=click.Choice(["mermaid", "dot"]),
-              default="mermaid", show_default=True)
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["mermaid", "dot"]),
+    default="mermaid",
+    show_default=True,
+)
 def graph_command(file: str, output_format: str) -> None:
     """Draw the DAG of FILE as Mermaid or Graphviz DOT."""
     ir = load_ir(file)
@@ -42,8 +47,13 @@ def graph_command(file: str, output_format: str) -> None:
 
 
 @click.command("schema")
-@click.option("--kind", type=click.Choice(["pipeline", "taskflow"]), default="pipeline",
-              show_default=True, help="pipeline: the YAML files; taskflow: the compiled IR.")
+@click.option(
+    "--kind",
+    type=click.Choice(["pipeline", "taskflow"]),
+    default="pipeline",
+    show_default=True,
+    help="pipeline: the YAML files; taskflow: the compiled IR.",
+)
 def schema_command(kind: str) -> None:
     """Print the JSON Schema (Draft 2020-12) of pipeline files or of the compiled IR."""
     click.echo(json.dumps(load_schema(kind), indent=2))

@@ -14,15 +14,26 @@ from flowctl.errors import Diagnostic
 @click.command("validate")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
 @click.option(
-    "--format", "output_format", type=click.Choice(["text", "json", "github"]), default="text",
-    show_default=True, help="text for people, json for tools, github for workflow annotations.",
+    "--format",
+    "output_format",
+    type=click.Choice(["text", "json", "github"]),
+    default="text",
+    show_default=True,
+    help="text for people, json for tools, github for workflow annotations.",
 )
-def validate_command(paths: tuple[str, ...], output_format: str) -> None:
+@click.option(
+    "-j",
+    "--jobs",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Worker processes for many files (default: one per CPU).",
+)
+def validate_command(paths: tuple[str, ...], output_format: str, jobs: int | None) -> None:
     """Check pipeline files (folders are searched recursively for *.yaml and *.yml).
 
     Exits 0 when every file is valid, 1 when any is invalid, 2 on a usage error.
     """
-    results = check_paths(paths)
+    results = check_paths(paths, jobs)
     diagnostics = [d for result in results for d in result.diagnostics]
     if output_format == "json":
         click.echo(json.dumps(_as_json(results), indent=2))
@@ -60,4 +71,6 @@ def _github_annotation(diagnostic: Diagnostic) -> str:
     location = f"file={escape(diagnostic.path, is_property=True)}"
     if diagnostic.line:
         location += f",line={diagnostic.line},col={diagnostic.column}"
-    return f"::error {location},title={escape(diagnostic.rule, is_property=True)}::{escape(message)}"
+    return (
+        f"::error {location},title={escape(diagnostic.rule, is_property=True)}::{escape(message)}"
+    )

@@ -1,4 +1,7 @@
-"""`transform`: outputs its rendered `value` (shapes data between tasks; the no-op of benchmarks)."""
+"""`transform`: outputs its rendered `value`.
+
+It shapes data between tasks, and is the no-op task of the benchmarks.
+"""
 
 from __future__ import annotations
 

@@ -27,7 +27,7 @@ _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
 def parse_duration(value: str | int | float) -> float:
-    """"500ms", "5s", "2m", "1h" or a number of seconds → seconds."""
+    """ "500ms", "5s", "2m", "1h" or a number of seconds → seconds."""
     if isinstance(value, int | float) and not isinstance(value, bool):
         return float(value)
     match = _DURATION.match(str(value))
@@ -54,7 +54,9 @@ def compile_document(document: Document) -> dict[str, Any]:
         "schedule": spec.get("schedule"),
         "max_parallel": spec.get("max_parallel", DEFAULT_MAX_PARALLEL),
         "tasks": [by_id[task_id] for task_id in order],
-        "edges": [[need, task["id"]] for task in (by_id[i] for i in order) for need in task["needs"]],
+        "edges": [
+            [need, task["id"]] for task in (by_id[i] for i in order) for need in task["needs"]
+        ],
         "order": order,
         "output": spec.get("output"),
     }

@@ -38,29 +38,44 @@ _STR, _INT, _FLOAT, _BOOL, _NULL = (_CORE + t for t in ("str", "int", "float", "
 _SEQ, _MAP, _MERGE = _CORE + "seq", _CORE + "map", _CORE + "merge"
 
 
-class _Resolver12(yaml.resolver.BaseResolver):
-    """Implicit tags of the YAML 1.2 core schema (PyYAML resolves YAML 1.1's)."""
-
-
-for _tag, _regexp, _first in [
-    (_BOOL, r"^(?:true|True|TRUE|false|False|FALSE)$", "tTfF"),
-    (_NULL, r"^(?:~|null|Null|NULL|)$", ["~", "n", "N", ""]),
-    (_INT, r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$", "-+0123456789"),
+_PLAIN_SCALARS = [
+    (_BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$")),
+    (_NULL, re.compile(r"^(?:~|null|Null|NULL|)$")),
+    (_INT, re.compile(r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$")),
     (
         _FLOAT,
-        r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"
-        r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$",
-        "-+.0123456789",
+        re.compile(
+            r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"
+            r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"
+        ),
     ),
-    (_MERGE, r"^<<$", "<"),
-]:
-    _Resolver12.add_implicit_resolver(_tag, re.compile(_regexp), list(_first))
+    (_MERGE, re.compile(r"^<<$")),
+]
+_MAYBE_NOT_STRING = frozenset("tTfFnN~-+.0123456789<")
+
+
+class _Resolver12(yaml.resolver.BaseResolver):
+    """Implicit tags of the YAML 1.2 core schema (PyYAML resolves YAML 1.1's).
+
+    One flat method instead of PyYAML's path-resolver machinery: the composer calls it
+    for every node, and it was the largest cost of loading after the C parser itself.
+    """
+
+    def resolve(self, kind: type, value: Any, implicit: tuple[bool, bool]) -> str:
+        if kind is ScalarNode:
+            if implicit[0] and (not value or value[0] in _MAYBE_NOT_STRING):
+                for tag, pattern in _PLAIN_SCALARS:
+                    if pattern.match(value):
+                        return tag
+            return _STR
+        return _SEQ if kind is SequenceNode else _MAP
+
 
 if getattr(yaml, "__with_libyaml__", False):
 
-    class _Composer(yaml.cyaml.CParser, _Resolver12):  # type: ignore[misc]
+    class _Composer(yaml.cyaml.CParser, _Resolver12):  # type: ignore[misc,name-defined]
         def __init__(self, stream: str) -> None:
-            yaml.cyaml.CParser.__init__(self, stream)
+            yaml.cyaml.CParser.__init__(self, stream)  # type: ignore[attr-defined]
             _Resolver12.__init__(self)
 
 else:  # pragma: no cover - only without libyaml
@@ -144,7 +159,9 @@ def load_file(path: str | os.PathLike[str]) -> Document:
         if size > MAX_FILE_BYTES:
             raise LoadError(
                 Diagnostic(
-                    name, 0, 0,
+                    name,
+                    0,
+                    0,
                     f"file is {size / 1048576:.1f} MiB; pipeline files are limited to "
                     f"{MAX_FILE_BYTES // 1048576} MiB",
                     "file-too-large",
@@ -153,7 +170,9 @@ def load_file(path: str | os.PathLike[str]) -> Document:
         with open(name, "rb") as handle:
             raw = handle.read(MAX_FILE_BYTES + 1)
     except OSError as error:
-        raise LoadError(Diagnostic(name, 0, 0, f"cannot read file: {error.strerror}", "io")) from None
+        raise LoadError(
+            Diagnostic(name, 0, 0, f"cannot read file: {error.strerror}", "io")
+        ) from None
     return load_bytes(raw, name)
 
 
@@ -165,7 +184,9 @@ def load_bytes(raw: bytes, path: str = "<string>") -> Document:
         column = error.start - (raw.rfind(b"\n", 0, error.start) + 1) + 1
         raise LoadError(
             Diagnostic(
-                path, line, column,
+                path,
+                line,
+                column,
                 f"file is not valid UTF-8 (byte 0x{raw[error.start]:02x})",
                 "encoding",
                 "save the file as UTF-8",
@@ -203,7 +224,9 @@ def load_text(text: str, path: str = "<string>") -> Document:
     if expanded > MAX_EXPANDED_NODES:
         raise LoadError(
             Diagnostic(
-                path, 1, 1,
+                path,
+                1,
+                1,
                 f"aliases expand to more than {MAX_EXPANDED_NODES:,} nodes",
                 "alias-bomb",
                 "flowctl refuses documents whose anchors and aliases multiply in size",
@@ -238,8 +261,10 @@ class _Builder:
             value = self.scalar(node)
         else:
             self.in_progress.add(key)
-            value = self.mapping(node, depth) if isinstance(node, MappingNode) else self.sequence(
-                node, depth
+            value = (
+                self.mapping(node, depth)
+                if isinstance(node, MappingNode)
+                else self.sequence(node, depth)
             )
             self.in_progress.discard(key)
         self.built[key] = value
@@ -264,7 +289,9 @@ class _Builder:
             key = key_node.value
             if key in result:
                 raise self.fail(
-                    key_node, f"duplicate key {key!r}", "duplicate-key",
+                    key_node,
+                    f"duplicate key {key!r}",
+                    "duplicate-key",
                     "YAML keeps only the last value; remove one of them",
                 )
             result[key] = self.build(value_node, depth + 1)
@@ -296,13 +323,22 @@ class _Builder:
                     return int(value[2:], 8)
                 return int(value, 16) if value.startswith("0x") else int(value)
             if tag == _FLOAT:
-                return float(value.replace(".inf", "inf").replace(".Inf", "inf").replace(
-                    ".INF", "inf").replace(".nan", "nan").replace(".NaN", "nan").replace(
-                    ".NAN", "nan"))
+                return float(
+                    value.replace(".inf", "inf")
+                    .replace(".Inf", "inf")
+                    .replace(".INF", "inf")
+                    .replace(".nan", "nan")
+                    .replace(".NaN", "nan")
+                    .replace(".NAN", "nan")
+                )
         except (ValueError, KeyError):
-            raise self.fail(node, f"{value!r} is not a valid {tag.rsplit(':', 1)[-1]}", "yaml-tag") from None
+            raise self.fail(
+                node, f"{value!r} is not a valid {tag.rsplit(':', 1)[-1]}", "yaml-tag"
+            ) from None
         raise self.fail(
-            node, f"tag {tag!r} is not allowed", "yaml-tag",
+            node,
+            f"tag {tag!r} is not allowed",
+            "yaml-tag",
             "only plain YAML (strings, numbers, booleans, null, lists, mappings) is accepted",
         )
 
@@ -326,7 +362,7 @@ def iter_pipeline_files(paths: Sequence[str | os.PathLike[str]]) -> Iterator[str
     for path in paths:
         name = os.fspath(path)
         if os.path.isdir(name):
-            found = []
+            found: list[str] = []
             for folder, dirs, files in os.walk(name):
                 dirs[:] = sorted(d for d in dirs if not d.startswith("."))
                 found.extend(

@@ -19,16 +19,37 @@ from dataclasses import dataclass
 from typing import Any
 
 from jinja2 import StrictUndefined, TemplateSyntaxError, UndefinedError, nodes
-from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
+from jinja2.exceptions import SecurityError
+from jinja2.lexer import TokenStream
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from flowctl.engine.spec.fastlex import fast_tokens, token_stream
 
 CONTEXT_NAMES = frozenset({"params", "tasks", "secrets", "execution", "item"})
 
 ENV = ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
 
+
+class _AnalysisEnvironment(ImmutableSandboxedEnvironment):
+    """Parses with flowctl's fast tokenizer where it applies (see fastlex.py)."""
+
+    def _tokenize(
+        self,
+        source: str,
+        name: str | None,
+        filename: str | None = None,
+        state: str | None = None,
+    ) -> TokenStream:
+        tokens = fast_tokens(source) if state is None else None
+        if tokens is None:
+            return super()._tokenize(source, name, filename, state)
+        return token_stream(tokens, name, filename)
+
+
+_ANALYSIS_ENV = _AnalysisEnvironment(undefined=StrictUndefined, autoescape=False)
+
 _IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
-_SIMPLE_PATH = re.compile(
-    rf"^\{{\{{\s*({_IDENT}(?:\.{_IDENT}|\[[0-9]+\])*)\s*\}}\}}$"
-)
+_SIMPLE_PATH = re.compile(rf"^\{{\{{\s*({_IDENT}(?:\.{_IDENT}|\[[0-9]+\])*)\s*\}}\}}$")
 _SINGLE_EXPRESSION = re.compile(r"^\{\{(.*)\}\}$", re.DOTALL)
 _PATH_PART = re.compile(rf"\.({_IDENT})|\[([0-9]+)\]")
 
@@ -37,9 +58,9 @@ def is_template(value: str) -> bool:
     return "{{" in value or "{%" in value or "{#" in value
 
 
-def iter_templates(value: Any, keys: tuple[str | int, ...] = ()) -> Iterator[
-    tuple[tuple[str | int, ...], str]
-]:
+def iter_templates(
+    value: Any, keys: tuple[str | int, ...] = ()
+) -> Iterator[tuple[tuple[str | int, ...], str]]:
     """(keys, source) for every string holding a Jinja expression inside `value`."""
     if isinstance(value, str):
         if is_template(value):
@@ -59,6 +80,7 @@ class Analysis:
     names: frozenset[str]
     task_refs: frozenset[str]
     param_refs: frozenset[str]
+    unknown_functions: frozenset[str] = frozenset()  # "filter 'x'" / "test 'y'"
 
 
 @functools.lru_cache(maxsize=65536)
@@ -74,21 +96,46 @@ def analyze(source: str) -> Analysis:
             frozenset({first}) if head == "tasks" and first else frozenset(),
             frozenset({first}) if head == "params" and first else frozenset(),
         )
-    tree = ENV.parse(source)
-    stored = {n.name for n in tree.find_all(nodes.Name) if n.ctx in ("store", "param")}
-    loaded = {n.name for n in tree.find_all(nodes.Name) if n.ctx == "load"}
+    try:
+        tree = _ANALYSIS_ENV.parse(source)
+    except TemplateSyntaxError:
+        tree = ENV.parse(source)  # Jinja's own lexer has the last word on errors
+    return _analyze_tree(tree)
+
+
+def _analyze_tree(tree: nodes.Template) -> Analysis:
+    """One walk over the tree (Jinja's find_all walks it once per node type, slowly)."""
+    loaded: set[str] = set()
+    stored: set[str] = set()
     refs: dict[str, set[str]] = {"tasks": set(), "params": set()}
-    for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
-        target = node.node
-        if isinstance(target, nodes.Name) and target.name in refs and target.ctx == "load":
-            if isinstance(node, nodes.Getattr):
-                refs[target.name].add(node.attr)
-            elif isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str):
-                refs[target.name].add(node.arg.value)
+    unknown: set[str] = set()
+    stack: list[nodes.Node] = [tree]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, nodes.Name):
+            (loaded if node.ctx == "load" else stored).add(node.name)
+        elif isinstance(node, nodes.Getattr | nodes.Getitem):
+            target = node.node
+            if isinstance(target, nodes.Name) and target.name in refs and target.ctx == "load":
+                if isinstance(node, nodes.Getattr):
+                    refs[target.name].add(node.attr)
+                elif isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str):
+                    refs[target.name].add(node.arg.value)
+        elif isinstance(node, nodes.Filter) and node.name not in ENV.filters:
+            unknown.add(f"filter {node.name!r}")
+        elif isinstance(node, nodes.Test) and node.name not in ENV.tests:
+            unknown.add(f"test {node.name!r}")
+        for field in node.fields:
+            child = getattr(node, field)
+            if isinstance(child, nodes.Node):
+                stack.append(child)
+            elif isinstance(child, list):
+                stack.extend(c for c in child if isinstance(c, nodes.Node))
     return Analysis(
         frozenset(loaded - stored - set(ENV.globals)),
         frozenset(refs["tasks"]),
         frozenset(refs["params"]),
+        frozenset(unknown),
     )
 
 
