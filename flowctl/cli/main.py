@@ -7,6 +7,13 @@ import sys
 import click
 
 from flowctl import __version__
+from flowctl.cli.run_commands import (
+    db_group,
+    resume_command,
+    run_command,
+    runs_command,
+    status_command,
+)
 from flowctl.cli.spec_commands import compile_command, graph_command, schema_command
 from flowctl.cli.validate import validate_command
 from flowctl.errors import FlowctlError
@@ -26,6 +33,11 @@ cli.add_command(validate_command)
 cli.add_command(compile_command)
 cli.add_command(graph_command)
 cli.add_command(schema_command)
+cli.add_command(run_command)
+cli.add_command(resume_command)
+cli.add_command(status_command)
+cli.add_command(runs_command)
+cli.add_command(db_group)
 
 
 def main() -> None:

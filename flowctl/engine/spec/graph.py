@@ -16,13 +16,35 @@ def _label(task: dict[str, Any]) -> str:
     return f"{task['id']}: {task['executor']}{suffix}"
 
 
+# Lowercase words that Mermaid reads as syntax, not as a node id ("end" breaks a flowchart).
+_MERMAID_KEYWORDS = frozenset(
+    {
+        "end",
+        "graph",
+        "flowchart",
+        "subgraph",
+        "style",
+        "class",
+        "click",
+        "call",
+        "href",
+        "direction",
+    }
+)
+
+
+def _mermaid_id(task_id: str) -> str:
+    # Task ids are lowercase, so a capitalized keyword cannot collide with another task.
+    return task_id.capitalize() if task_id in _MERMAID_KEYWORDS else task_id
+
+
 def to_mermaid(ir: dict[str, Any]) -> str:
     lines = ["flowchart TD"]
     for task in ir["tasks"]:
         label = _label(task).replace('"', "#quot;")
-        lines.append(f'    {task["id"]}["{label}"]')
+        lines.append(f'    {_mermaid_id(task["id"])}["{label}"]')
     for source, target in ir["edges"]:
-        lines.append(f"    {source} --> {target}")
+        lines.append(f"    {_mermaid_id(source)} --> {_mermaid_id(target)}")
     return "\n".join(lines)
 
 

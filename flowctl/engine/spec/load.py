@@ -71,7 +71,9 @@ class _Resolver12(yaml.resolver.BaseResolver):
         return _SEQ if kind is SequenceNode else _MAP
 
 
-if getattr(yaml, "__with_libyaml__", False):
+_BYTE_POSITIONS = getattr(yaml, "__with_libyaml__", False)
+
+if _BYTE_POSITIONS:
 
     class _Composer(yaml.cyaml.CParser, _Resolver12):  # type: ignore[misc,name-defined]
         def __init__(self, stream: str) -> None:
@@ -156,23 +158,26 @@ def load_file(path: str | os.PathLike[str]) -> Document:
     name = os.fspath(path)
     try:
         size = os.stat(name).st_size
-        if size > MAX_FILE_BYTES:
-            raise LoadError(
-                Diagnostic(
-                    name,
-                    0,
-                    0,
-                    f"file is {size / 1048576:.1f} MiB; pipeline files are limited to "
-                    f"{MAX_FILE_BYTES // 1048576} MiB",
-                    "file-too-large",
-                )
-            )
-        with open(name, "rb") as handle:
-            raw = handle.read(MAX_FILE_BYTES + 1)
+        if size <= MAX_FILE_BYTES:
+            with open(name, "rb") as handle:
+                raw = handle.read(MAX_FILE_BYTES + 1)
+            size = max(size, len(raw))  # a pipe or a growing file: stat did not know
     except OSError as error:
         raise LoadError(
             Diagnostic(name, 0, 0, f"cannot read file: {error.strerror}", "io")
         ) from None
+    if size > MAX_FILE_BYTES:
+        limit = MAX_FILE_BYTES // 1048576
+        amount = f"{size / 1048576:.1f} MiB" if size > MAX_FILE_BYTES + 1 else f"over {limit} MiB"
+        raise LoadError(
+            Diagnostic(
+                name,
+                0,
+                0,
+                f"file is {amount}; pipeline files are limited to {MAX_FILE_BYTES // 1048576} MiB",
+                "file-too-large",
+            )
+        )
     return load_bytes(raw, name)
 
 
@@ -181,7 +186,8 @@ def load_bytes(raw: bytes, path: str = "<string>") -> Document:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as error:
         line = raw.count(b"\n", 0, error.start) + 1
-        column = error.start - (raw.rfind(b"\n", 0, error.start) + 1) + 1
+        line_start = raw.rfind(b"\n", 0, error.start) + 1
+        column = len(raw[line_start : error.start].decode("utf-8")) + 1  # characters, not bytes
         raise LoadError(
             Diagnostic(
                 path,
@@ -198,7 +204,12 @@ def load_bytes(raw: bytes, path: str = "<string>") -> Document:
 def load_text(text: str, path: str = "<string>") -> Document:
     if text.startswith("\ufeff"):
         text = text[1:]
-    composer = _Composer(text)
+    try:
+        composer = _Composer(text)
+    except UnicodeEncodeError as error:  # lone surrogates, only from a Python caller
+        line, column = _line_column(text, error.start)
+        message = f"text holds an unpaired surrogate {text[error.start]!r}"
+        raise LoadError(Diagnostic(path, line, column, message, "encoding")) from None
     try:
         root = composer.get_single_node()
     except yaml.MarkedYAMLError as error:
@@ -208,6 +219,14 @@ def load_text(text: str, path: str = "<string>") -> Document:
         if "expected a single document" in message:
             message = "file holds several YAML documents; put one pipeline per file"
             raise LoadError(Diagnostic(path, line, column, message, "multiple-documents")) from None
+        raise LoadError(Diagnostic(path, line, column, message, "yaml-syntax")) from None
+    except yaml.reader.ReaderError as error:  # a character YAML forbids, e.g. a control code
+        position = error.position
+        if _BYTE_POSITIONS:  # libyaml counts UTF-8 bytes
+            position = len(text.encode("utf-8")[:position].decode("utf-8", "ignore"))
+        line, column = _line_column(text, position)
+        code = ord(error.character) if isinstance(error.character, str) else error.character
+        message = f"{error.reason} (found character #x{code:04x})"
         raise LoadError(Diagnostic(path, line, column, message, "yaml-syntax")) from None
     except yaml.YAMLError as error:
         raise LoadError(Diagnostic(path, 1, 1, str(error), "yaml-syntax")) from None
@@ -222,17 +241,26 @@ def load_text(text: str, path: str = "<string>") -> Document:
     except RecursionError:
         expanded = MAX_EXPANDED_NODES + 1
     if expanded > MAX_EXPANDED_NODES:
-        raise LoadError(
-            Diagnostic(
-                path,
-                1,
-                1,
-                f"aliases expand to more than {MAX_EXPANDED_NODES:,} nodes",
-                "alias-bomb",
-                "flowctl refuses documents whose anchors and aliases multiply in size",
-            )
-        )
+        raise _alias_bomb(path)
     return Document(path, data, root)
+
+
+def _alias_bomb(path: str) -> LoadError:
+    return LoadError(
+        Diagnostic(
+            path,
+            1,
+            1,
+            f"aliases expand to more than {MAX_EXPANDED_NODES:,} nodes",
+            "alias-bomb",
+            "flowctl refuses documents whose anchors and aliases multiply in size",
+        )
+    )
+
+
+def _line_column(text: str, position: int) -> tuple[int, int]:
+    line_start = text.rfind("\n", 0, position) + 1
+    return text.count("\n", 0, position) + 1, position - line_start + 1
 
 
 class _Builder:
@@ -242,6 +270,8 @@ class _Builder:
         self.path = path
         self.built: dict[int, Any] = {}
         self.in_progress: set[int] = set()
+        self.heights: dict[int, int] = {}
+        self.merged_entries = 0
         self.aliased = False
 
     def fail(self, node: Node, message: str, rule: str, hint: str | None = None) -> LoadError:
@@ -252,6 +282,12 @@ class _Builder:
         key = id(node)
         if key in self.built:
             self.aliased = True
+            if depth + self.height(node) > MAX_DEPTH:
+                raise self.fail(
+                    node,
+                    f"document is nested deeper than {MAX_DEPTH} levels once aliases are expanded",
+                    "too-deep",
+                )
             return self.built[key]
         if key in self.in_progress:
             raise self.fail(node, "recursive alias: a node contains itself", "recursive-alias")
@@ -284,7 +320,8 @@ class _Builder:
             if not isinstance(key_node, ScalarNode):
                 raise self.fail(key_node, "mapping keys must be plain scalars", "complex-key")
             if key_node.tag == _MERGE:
-                merged = {**self.merge_sources(value_node, depth), **merged}
+                for name, value in self.merge_sources(value_node, depth).items():
+                    merged.setdefault(name, value)
                 continue
             key = key_node.value
             if key in result:
@@ -304,8 +341,25 @@ class _Builder:
             value = self.build(source, depth + 1)
             if not isinstance(value, dict):
                 raise self.fail(source, "a merge key '<<' takes a mapping", "yaml-merge")
+            self.merged_entries += len(value)  # merges copy: bound the work before it is done
+            if self.merged_entries > MAX_EXPANDED_NODES:
+                raise _alias_bomb(self.path)
             merged.update(value)
         return merged
+
+    def height(self, node: Node) -> int:
+        """Levels below an already built node, aliases expanded (bounded: it was built)."""
+        key = id(node)
+        if key not in self.heights:
+            children: list[Node] = []
+            if isinstance(node, SequenceNode):
+                children = node.value
+            elif isinstance(node, MappingNode):
+                for key_node, value_node in node.value:
+                    merges = key_node.tag == _MERGE and isinstance(value_node, SequenceNode)
+                    children.extend(value_node.value if merges else [value_node])
+            self.heights[key] = 1 + max(map(self.height, children)) if children else 0
+        return self.heights[key]
 
     def scalar(self, node: ScalarNode) -> Any:
         tag, value = node.tag, node.value

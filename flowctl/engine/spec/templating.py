@@ -24,6 +24,7 @@ from jinja2.lexer import TokenStream
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from flowctl.engine.spec.fastlex import fast_tokens, token_stream
+from flowctl.errors import FlowctlError
 
 CONTEXT_NAMES = frozenset({"params", "tasks", "secrets", "execution", "item"})
 
@@ -204,10 +205,17 @@ def _path_renderer(source: str, path: str) -> Renderer:
         if name not in context:
             raise TemplateRenderError(source, f"{name!r} is undefined")
         value = context[name]
-        for attribute, index in steps:
-            value = ENV.getattr(value, attribute) if attribute else ENV.getitem(value, int(index))
-            if isinstance(value, StrictUndefined):
-                raise TemplateRenderError(source, _undefined_reason(value))
+        try:
+            for attribute, index in steps:
+                value = (
+                    ENV.getattr(value, attribute) if attribute else ENV.getitem(value, int(index))
+                )
+                if isinstance(value, StrictUndefined):
+                    raise TemplateRenderError(source, _undefined_reason(value))
+        except TemplateRenderError:
+            raise
+        except Exception as error:  # e.g. a missing secret
+            raise TemplateRenderError(source, str(error) or type(error).__name__) from None
         return value
 
     return render
@@ -232,7 +240,7 @@ def _guard(source: str, render: Callable[[], Any]) -> Any:
         return render()
     except TemplateRenderError:
         raise
-    except (UndefinedError, SecurityError, TemplateSyntaxError) as error:
+    except (UndefinedError, SecurityError, TemplateSyntaxError, FlowctlError) as error:
         raise TemplateRenderError(source, str(error)) from None
     except Exception as error:  # user expressions can raise anything (1/0, int('x'))
         raise TemplateRenderError(source, f"{type(error).__name__}: {error}") from None

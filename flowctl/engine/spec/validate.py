@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import fastjsonschema
 from jinja2 import TemplateSyntaxError
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from flowctl.engine.executors.base import is_known, known_executor_names, with_schema
 from flowctl.engine.spec.load import Document, LoadError, iter_pipeline_files, load_file
@@ -432,6 +433,8 @@ class _SemanticCheck:
     def syntax_error(self, keys: Keys, error: TemplateSyntaxError) -> None:
         line, column = self.document.position(keys)
         offset = (error.lineno or 1) - 1
+        if _is_block_scalar(self.document.root, keys):
+            offset += 1  # the text of a `|` or `>` block starts on the line after the `|`
         self.diagnostics.append(
             Diagnostic(
                 self.document.path,
@@ -483,6 +486,18 @@ class _SemanticCheck:
             "cycle",
             "a task cannot depend, directly or not, on itself",
         )
+
+
+def _is_block_scalar(root: Node, keys: Keys) -> bool:
+    node: Node | None = root
+    for key in keys:
+        if isinstance(node, MappingNode):
+            node = next((v for k, v in node.value if k.value == str(key)), None)
+        elif isinstance(node, SequenceNode) and isinstance(key, int) and key < len(node.value):
+            node = node.value[key]
+        else:
+            return False
+    return isinstance(node, ScalarNode) and node.style in ("|", ">")
 
 
 @functools.lru_cache(maxsize=1024)

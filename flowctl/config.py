@@ -1,0 +1,40 @@
+"""Configuration: the one place that reads FLOWCTL_* environment variables.
+
+Command-line flags override these values; everything else receives a Settings object.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_STATE_DIR = Path(".flowctl")
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    database_url: str
+    secrets_file: Path | None = None
+    environ: Mapping[str, str] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = dict(os.environ if environ is None else environ)
+        url = env.get("FLOWCTL_DATABASE_URL") or default_database_url()
+        secrets_file = env.get("FLOWCTL_SECRETS_FILE")
+        return cls(
+            database_url=url,
+            secrets_file=Path(secrets_file) if secrets_file else None,
+            environ=env,
+        )
+
+    def secret_environment(self) -> dict[str, str]:
+        """FLOWCTL_SECRET_<NAME> variables, by NAME."""
+        prefix = "FLOWCTL_SECRET_"
+        return {k[len(prefix) :]: v for k, v in self.environ.items() if k.startswith(prefix)}
+
+
+def default_database_url() -> str:
+    return f"sqlite:///{DEFAULT_STATE_DIR / 'flowctl.db'}"

@@ -1,0 +1,78 @@
+"""Starting and resuming executions in this process: the glue the CLI and tests share."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from flowctl.engine.orchestrator import ExecutionResult, Observer, Orchestrator
+from flowctl.engine.secrets import Secrets
+from flowctl.engine.state.active import ActiveState, MemoryActiveState
+from flowctl.engine.state.history import ExecutionRecord, History, utcnow
+from flowctl.engine.states import WorkflowStatus, can_resume
+from flowctl.errors import FlowctlError, NotFoundError
+
+
+def new_execution(
+    history: History, ir: Mapping[str, Any], params: Mapping[str, Any]
+) -> ExecutionRecord:
+    """Records a QUEUED execution; it exists in the history before anything runs."""
+    record = ExecutionRecord(
+        id=str(uuid.uuid4()),
+        pipeline=ir["name"],
+        digest=ir["digest"],
+        ir=dict(ir),
+        params=dict(params),
+        status=WorkflowStatus.QUEUED,
+        created_at=utcnow(),
+    )
+    history.create_execution(record)
+    return record
+
+
+class Runner:
+    """Runs executions against one history and active state."""
+
+    def __init__(
+        self,
+        history: History,
+        *,
+        active: ActiveState | None = None,
+        secrets: Secrets | None = None,
+        observer: Observer | None = None,
+        pipeline_dir: Path | None = None,
+    ) -> None:
+        self.history = history
+        self.active = active or MemoryActiveState()
+        self.secrets = secrets
+        self.observer = observer
+        self.pipeline_dir = pipeline_dir
+        self.orchestrator: Orchestrator | None = None
+
+    def _orchestrator(self, ir: Mapping[str, Any]) -> Orchestrator:
+        self.orchestrator = Orchestrator(
+            ir,
+            history=self.history,
+            active=self.active,
+            secrets=self.secrets,
+            observer=self.observer,
+            pipeline_dir=self.pipeline_dir,
+        )
+        return self.orchestrator
+
+    async def run(self, record: ExecutionRecord) -> ExecutionResult:
+        return await self._orchestrator(record.ir).run(record.id, record.params)
+
+    async def resume(self, execution_id: str) -> ExecutionResult:
+        record = self.history.get_execution(execution_id)
+        if record is None:
+            raise NotFoundError(f"no execution {execution_id!r} in the history")
+        if not can_resume(record.status):
+            raise FlowctlError(
+                f"execution {execution_id} is {record.status}; only failed, cancelled or "
+                "interrupted executions can be resumed"
+            )
+        previous = self.history.checkpoints(execution_id)
+        return await self._orchestrator(record.ir).run(record.id, record.params, previous)

@@ -1,0 +1,296 @@
+"""The history: executions and task checkpoints in a SQL database (SQLite or PostgreSQL).
+
+Checkpoints use SQLAlchemy Core on one long-lived connection, one INSERT and one COMMIT
+per task attempt: it is the hot path of a run (see benchmarks/bench_orchestrator.py).
+`MemoryHistory` is the same interface without a database (`flowctl run --no-history`).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol, cast
+
+from sqlalchemy import Connection, Engine, Table, create_engine, event, insert, select, update
+from sqlalchemy.engine import make_url
+
+from flowctl.engine.state import migrate
+from flowctl.engine.state.models import TaskExecution, WorkflowExecution
+from flowctl.engine.states import TaskStatus, WorkflowStatus
+from flowctl.errors import FlowctlError
+
+_executions = cast(Table, WorkflowExecution.__table__)
+_tasks = cast(Table, TaskExecution.__table__)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutionRecord:
+    id: str
+    pipeline: str
+    digest: str
+    ir: dict[str, Any]
+    params: dict[str, Any]
+    status: WorkflowStatus
+    created_at: datetime
+    definition_id: int | None = None
+    result: Any = None
+    error: str | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """A task attempt's outcome, as the history stores it."""
+
+    execution_id: str
+    task_id: str
+    attempt: int
+    status: TaskStatus
+    output: Any = None
+    error: str | None = None
+    input: Any = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+class History(Protocol):
+    def create_execution(self, record: ExecutionRecord) -> None: ...
+
+    def update_execution(self, execution_id: str, **changes: Any) -> None: ...
+
+    def checkpoint(self, checkpoint: Checkpoint) -> None: ...
+
+    def get_execution(self, execution_id: str) -> ExecutionRecord | None: ...
+
+    def checkpoints(self, execution_id: str) -> list[Checkpoint]: ...
+
+    def list_executions(
+        self, pipeline: str | None = None, status: str | None = None, limit: int = 20
+    ) -> list[ExecutionRecord]: ...
+
+    def close(self) -> None: ...
+
+
+class HistoryError(FlowctlError):
+    """The history database cannot be reached or used."""
+
+
+def create_history_engine(url: str) -> Engine:
+    """An engine with the settings flowctl relies on (SQLite: WAL, foreign keys)."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        database = parsed.database
+        if database and database != ":memory:":
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(
+            url, connect_args={"check_same_thread": False}, json_serializer=_dumps
+        )
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA busy_timeout=10000")
+            cursor.close()
+
+        return engine
+    return create_engine(url, pool_pre_ping=True, json_serializer=_dumps)
+
+
+def _dumps(value: Any) -> str:
+    """JSON for the history's columns; bytes and other non-JSON values are not an error."""
+    return json.dumps(value, default=_fallback, ensure_ascii=False)
+
+
+class SqlHistory:
+    """History in SQLite or PostgreSQL; upgrades its own schema when it opens."""
+
+    def __init__(self, url: str, *, upgrade: bool = True) -> None:
+        try:
+            self.engine = create_history_engine(url)
+            if upgrade:
+                migrate.ensure_current(self.engine)
+            self._connection: Connection = self.engine.connect()
+        except FlowctlError:
+            raise
+        except Exception as error:  # driver errors: name the database, not the traceback
+            raise HistoryError(f"cannot open the history database: {_clean(error)}") from None
+        self._lock = threading.Lock()  # executors in threads never touch it; resumes might
+
+    @contextmanager
+    def _transaction(self) -> Iterator[Connection]:
+        with self._lock:
+            try:
+                yield self._connection
+                self._connection.commit()
+            except Exception:
+                self._connection.rollback()
+                raise
+
+    def create_execution(self, record: ExecutionRecord) -> None:
+        with self._transaction() as connection:
+            connection.execute(
+                insert(_executions).values(
+                    id=record.id,
+                    definition_id=record.definition_id,
+                    pipeline=record.pipeline,
+                    digest=record.digest,
+                    ir=record.ir,
+                    params=record.params,
+                    status=str(record.status),
+                    created_at=record.created_at,
+                    started_at=record.started_at,
+                )
+            )
+
+    def update_execution(self, execution_id: str, **changes: Any) -> None:
+        if "status" in changes:
+            changes["status"] = str(changes["status"])
+        with self._transaction() as connection:
+            connection.execute(
+                update(_executions).where(_executions.c.id == execution_id).values(**changes)
+            )
+
+    def checkpoint(self, checkpoint: Checkpoint) -> None:
+        with self._transaction() as connection:
+            connection.execute(
+                _tasks.insert(),
+                {
+                    "execution_id": checkpoint.execution_id,
+                    "task_id": checkpoint.task_id,
+                    "attempt": checkpoint.attempt,
+                    "status": str(checkpoint.status),
+                    "input": checkpoint.input,
+                    "output": checkpoint.output,
+                    "error": checkpoint.error,
+                    "started_at": checkpoint.started_at,
+                    "finished_at": checkpoint.finished_at,
+                },
+            )
+
+    def get_execution(self, execution_id: str) -> ExecutionRecord | None:
+        with self._transaction() as connection:
+            row = connection.execute(
+                select(_executions).where(_executions.c.id == execution_id)
+            ).first()
+        return _execution_record(row._mapping) if row else None
+
+    def checkpoints(self, execution_id: str) -> list[Checkpoint]:
+        with self._transaction() as connection:
+            rows = connection.execute(
+                select(_tasks).where(_tasks.c.execution_id == execution_id).order_by(_tasks.c.id)
+            ).all()
+        return [
+            Checkpoint(
+                execution_id=row.execution_id,
+                task_id=row.task_id,
+                attempt=row.attempt,
+                status=TaskStatus(row.status),
+                output=row.output,
+                error=row.error,
+                input=row.input,
+                started_at=row.started_at,
+                finished_at=row.finished_at,
+            )
+            for row in rows
+        ]
+
+    def list_executions(
+        self, pipeline: str | None = None, status: str | None = None, limit: int = 20
+    ) -> list[ExecutionRecord]:
+        query = select(_executions).order_by(_executions.c.created_at.desc()).limit(limit)
+        if pipeline:
+            query = query.where(_executions.c.pipeline == pipeline)
+        if status:
+            query = query.where(_executions.c.status == status)
+        with self._transaction() as connection:
+            rows = connection.execute(query).all()
+        return [_execution_record(row._mapping) for row in rows]
+
+    def close(self) -> None:
+        self._connection.close()
+        self.engine.dispose()
+
+
+def _execution_record(row: Any) -> ExecutionRecord:
+    return ExecutionRecord(
+        id=row["id"],
+        pipeline=row["pipeline"],
+        digest=row["digest"],
+        ir=row["ir"],
+        params=row["params"],
+        status=WorkflowStatus(row["status"]),
+        created_at=row["created_at"],
+        definition_id=row["definition_id"],
+        result=row["result"],
+        error=row["error"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+    )
+
+
+def _clean(error: Exception) -> str:
+    """The first line of a driver error, without SQLAlchemy's background link."""
+    text = str(getattr(error, "orig", None) or error)
+    return text.strip().splitlines()[0] if text.strip() else type(error).__name__
+
+
+@dataclass
+class MemoryHistory:
+    """The History interface in memory: fastest, and forgotten when the process ends."""
+
+    executions: dict[str, ExecutionRecord] = field(default_factory=dict)
+    rows: dict[str, list[Checkpoint]] = field(default_factory=dict)
+
+    def create_execution(self, record: ExecutionRecord) -> None:
+        self.executions[record.id] = record
+        self.rows[record.id] = []
+
+    def update_execution(self, execution_id: str, **changes: Any) -> None:
+        if "status" in changes:
+            changes["status"] = WorkflowStatus(changes["status"])
+        self.executions[execution_id] = replace(self.executions[execution_id], **changes)
+
+    def checkpoint(self, checkpoint: Checkpoint) -> None:
+        self.rows[checkpoint.execution_id].append(checkpoint)
+
+    def get_execution(self, execution_id: str) -> ExecutionRecord | None:
+        return self.executions.get(execution_id)
+
+    def checkpoints(self, execution_id: str) -> list[Checkpoint]:
+        return list(self.rows.get(execution_id, []))
+
+    def list_executions(
+        self, pipeline: str | None = None, status: str | None = None, limit: int = 20
+    ) -> list[ExecutionRecord]:
+        found = [
+            r
+            for r in self.executions.values()
+            if (pipeline is None or r.pipeline == pipeline)
+            and (status is None or r.status == status)
+        ]
+        return sorted(found, key=lambda r: r.created_at, reverse=True)[:limit]
+
+    def close(self) -> None:
+        pass
+
+
+def _fallback(value: Any) -> Any:
+    if isinstance(value, bytes | bytearray):
+        return {"$base64": base64.b64encode(value).decode("ascii")}
+    if isinstance(value, set | frozenset | tuple):
+        return list(value)
+    return str(value)

@@ -1,0 +1,67 @@
+"""The statuses of a workflow execution and of a task, and the transitions allowed.
+
+Every transition is checkpointed before the next step happens (see orchestrator.py).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class WorkflowStatus(StrEnum):
+    QUEUED = "QUEUED"
+    RUNNING = "RUNNING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+    @property
+    def is_final(self) -> bool:
+        return self in (WorkflowStatus.COMPLETED, WorkflowStatus.FAILED, WorkflowStatus.CANCELLED)
+
+
+class TaskStatus(StrEnum):
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    SKIPPED = "SKIPPED"
+    UPSTREAM_FAILED = "UPSTREAM_FAILED"
+
+    @property
+    def is_final(self) -> bool:
+        return self not in (TaskStatus.PENDING, TaskStatus.RUNNING)
+
+
+WORKFLOW_TRANSITIONS: dict[WorkflowStatus, frozenset[WorkflowStatus]] = {
+    WorkflowStatus.QUEUED: frozenset({WorkflowStatus.RUNNING, WorkflowStatus.CANCELLED}),
+    WorkflowStatus.RUNNING: frozenset(
+        # RUNNING → RUNNING: a resume takes over an interrupted (killed) execution.
+        {
+            WorkflowStatus.RUNNING,
+            WorkflowStatus.COMPLETED,
+            WorkflowStatus.FAILED,
+            WorkflowStatus.CANCELLED,
+        }
+    ),
+    # A failed or cancelled execution can be resumed; a completed one is final.
+    WorkflowStatus.FAILED: frozenset({WorkflowStatus.RUNNING}),
+    WorkflowStatus.CANCELLED: frozenset({WorkflowStatus.RUNNING}),
+    WorkflowStatus.COMPLETED: frozenset(),
+}
+
+TASK_TRANSITIONS: dict[TaskStatus, frozenset[TaskStatus]] = {
+    TaskStatus.PENDING: frozenset(
+        {TaskStatus.RUNNING, TaskStatus.SKIPPED, TaskStatus.UPSTREAM_FAILED}
+    ),
+    TaskStatus.RUNNING: frozenset({TaskStatus.COMPLETED, TaskStatus.FAILED}),
+    TaskStatus.COMPLETED: frozenset(),
+    TaskStatus.SKIPPED: frozenset(),
+    # On resume, failed tasks and those they blocked run again.
+    TaskStatus.FAILED: frozenset({TaskStatus.RUNNING}),
+    TaskStatus.UPSTREAM_FAILED: frozenset({TaskStatus.PENDING}),
+}
+
+
+def can_resume(status: WorkflowStatus) -> bool:
+    return WorkflowStatus.RUNNING in WORKFLOW_TRANSITIONS[status]
