@@ -94,6 +94,7 @@ def run_command(
     from flowctl.engine.params import parse_assignments, resolve_params
 
     ir = load_ir(file)
+    _freeze_startup_objects()
     from_file = _read_params_file(params_file) if params_file else None
     params = resolve_params(ir["params"], from_file, parse_assignments(assignments))
     settings = _settings(database_url)
@@ -302,6 +303,18 @@ def _print_result(result: ExecutionResult, output_format: str) -> None:
         click.echo(json.dumps(result.result, indent=2, default=str, ensure_ascii=False))
     elif result.status is WorkflowStatus.CANCELLED:
         click.echo(f"resume with: flowctl resume {result.execution_id}")
+
+
+def _freeze_startup_objects() -> None:
+    """Moves what exists now (modules, the IR) out of the garbage collector's scans.
+
+    They live until the process ends; without this, each full collection during a
+    10,000-task run walks them again.
+    """
+    import gc
+
+    gc.collect()
+    gc.freeze()
 
 
 def _read_params_file(path: str) -> dict[str, Any]:

@@ -198,6 +198,14 @@ class Orchestrator:
             if waiting[task_id] == 0 and not self.states[task_id].status.is_final
         )
         running: dict[asyncio.Task[None], str] = {}
+        # Finished attempts are queued by a done-callback: asyncio.wait() would re-register
+        # a callback on every running task at each step (O(running) per completion).
+        finished: deque[asyncio.Task[None]] = deque()
+        wakeup = asyncio.Event()
+
+        def on_done(task: asyncio.Task[None]) -> None:
+            finished.append(task)
+            wakeup.set()
 
         def release(task_id: str) -> None:
             for dependent in self.tasks[task_id].dependents:
@@ -212,13 +220,23 @@ class Orchestrator:
                     if await self._settle_without_running(task_id):
                         release(task_id)
                         continue
-                    running[asyncio.create_task(self._run_task(task_id))] = task_id
+                    if not ready and not running:
+                        # The only runnable task: nothing else can start before it ends, so
+                        # awaiting it here is equivalent and spares a Task (chains, mostly).
+                        await self._run_task(task_id)
+                        release(task_id)
+                        continue
+                    attempt = asyncio.create_task(self._run_task(task_id))
+                    attempt.add_done_callback(on_done)
+                    running[attempt] = task_id
                 if not running:
                     continue
-                done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
-                for finished in done:
-                    task_id = running.pop(finished)
-                    finished.result()  # _run_task records failures itself; bugs surface here
+                await wakeup.wait()
+                wakeup.clear()
+                while finished:
+                    done = finished.popleft()
+                    task_id = running.pop(done)
+                    done.result()  # _run_task records failures itself; bugs surface here
                     release(task_id)
         except asyncio.CancelledError:
             for pending in running:

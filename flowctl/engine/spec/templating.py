@@ -55,6 +55,18 @@ _SINGLE_EXPRESSION = re.compile(r"^\{\{(.*)\}\}$", re.DOTALL)
 _PATH_PART = re.compile(rf"\.({_IDENT})|\[([0-9]+)\]")
 
 
+# Names a bare path may not start with: Jinja's constants and globals are not variables.
+_NOT_VARIABLES = frozenset({"true", "false", "none", "True", "False", "None", *ENV.globals})
+
+
+def _simple_path(source: str) -> re.Match[str] | None:
+    match = _SIMPLE_PATH.match(source)
+    if match is None:
+        return None
+    head = match.group(1).split(".", 1)[0].split("[", 1)[0]
+    return None if head in _NOT_VARIABLES else match
+
+
 def is_template(value: str) -> bool:
     return "{{" in value or "{%" in value or "{#" in value
 
@@ -87,7 +99,7 @@ class Analysis:
 @functools.lru_cache(maxsize=65536)
 def analyze(source: str) -> Analysis:
     """Names and task references of a template; raises jinja2.TemplateSyntaxError."""
-    match = _SIMPLE_PATH.match(source.strip())
+    match = _simple_path(source.strip())
     if match:
         head, _, rest = match.group(1).partition(".")
         head = head.split("[", 1)[0]
@@ -180,7 +192,7 @@ def _constant(value: Any) -> Renderer:
 @functools.lru_cache(maxsize=65536)
 def _compile_string(source: str) -> Renderer:
     stripped = source.strip()
-    path = _SIMPLE_PATH.match(stripped)
+    path = _simple_path(stripped)
     if path:
         return _path_renderer(source, path.group(1))
     single = _SINGLE_EXPRESSION.match(stripped)

@@ -7,6 +7,7 @@ fails it, jsonschema's full walk that explains every error with its path.
 
 from __future__ import annotations
 
+import copy
 import difflib
 import functools
 import multiprocessing as mp
@@ -159,7 +160,11 @@ def validate_document(document: Document) -> list[Diagnostic]:
 @functools.cache
 def _fast_validator(name: str) -> Any:
     # The schemas use only keywords whose meaning draft-07 and 2020-12 share.
-    schema = {**load_schema(name), "$schema": "http://json-schema.org/draft-07/schema#"}
+    # A deep copy: fastjsonschema rewrites every "$ref" in place, and load_schema's is shared.
+    schema = {
+        **copy.deepcopy(load_schema(name)),
+        "$schema": "http://json-schema.org/draft-07/schema#",
+    }
     return fastjsonschema.compile(schema)
 
 
