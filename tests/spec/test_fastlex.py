@@ -249,22 +249,12 @@ def test_path_with_numeric_steps_is_not_read_as_a_float() -> None:
     assert fast("{{ x.1.5 }}") in (None, jinja_tokens("{{ x.1.5 }}"))
 
 
-# templating.analyze reads a lone `{{ name }}` with a regex (its simple-path shortcut),
-# which takes Jinja's constants and globals for context names: `{{ true }}` is then
-# reported as an unknown name. Known bug, outside the tokenizer; remove when fixed.
+# templating.analyze reads a lone `{{ name }}` with a regex (its simple-path shortcut);
+# Jinja's constants and globals must not be taken for context names there.
 SIMPLE_PATH_CONSTANTS = ["{{ True }}", "{{ true }}", "{{ none }}", "{{ range }}"]
-_SHORTCUT_BUG = pytest.mark.xfail(
-    strict=True, reason="templating._SIMPLE_PATH treats Jinja constants/globals as names"
-)
 
 
-@pytest.mark.parametrize(
-    "source",
-    [
-        pytest.param(s, marks=_SHORTCUT_BUG) if s in SIMPLE_PATH_CONSTANTS else s
-        for s in [*CORPUS, *SIMPLE_PATH_CONSTANTS[1:]]
-    ],
-)
+@pytest.mark.parametrize("source", [*CORPUS, *SIMPLE_PATH_CONSTANTS[1:]])
 def test_analysis_equals_analysis_with_jinjas_lexer(source: str) -> None:
     try:
         tree = ENV.parse(source)

@@ -48,8 +48,23 @@ _BUILTIN_CLASSES = {
 }
 
 
+_REGISTERED: dict[str, type[Executor]] = {}
+
+
 class UnknownExecutorError(LookupError):
     pass
+
+
+def register(cls: type[Executor]) -> type[Executor]:
+    """Adds an executor in this process (usable as a class decorator).
+
+    Packages should rather declare an entry point in the `flowctl.executors` group,
+    so that every flowctl process (CLI, workers, Airflow) finds them.
+    """
+    _REGISTERED[cls.name] = cls
+    executor_class.cache_clear()
+    with_schema.cache_clear()
+    return cls
 
 
 @functools.cache
@@ -58,7 +73,7 @@ def _plugin_entry_points() -> dict[str, Any]:
 
 
 def known_executor_names() -> list[str]:
-    return sorted({*builtin_executor_names(), *_plugin_entry_points()})
+    return sorted({*builtin_executor_names(), *_REGISTERED, *_plugin_entry_points()})
 
 
 @functools.cache
@@ -71,6 +86,8 @@ def with_schema(name: str) -> dict[str, Any]:
 
 @functools.cache
 def executor_class(name: str) -> type[Executor]:
+    if name in _REGISTERED:
+        return _REGISTERED[name]
     if name in _BUILTIN_CLASSES:
         module_name, _, attribute = _BUILTIN_CLASSES[name].partition(":")
         cls: type[Executor] = getattr(importlib.import_module(module_name), attribute)
@@ -85,4 +102,6 @@ def executor_class(name: str) -> type[Executor]:
 
 
 def is_known(name: str) -> bool:
-    return name in builtin_executor_names() or name in _plugin_entry_points()
+    return (
+        name in builtin_executor_names() or name in _REGISTERED or name in _plugin_entry_points()
+    )
