@@ -67,7 +67,6 @@ def timed_cli_run(path: Path, database: Path, *extra: str) -> tuple[float, int]:
 
 
 def run_phase(ir: dict[str, Any], history: Any) -> float:
-    gc.collect()
     gc.freeze()  # as `flowctl run` does once the IR is compiled
     runner = Runner(history)
     record = new_execution(history, ir, {})

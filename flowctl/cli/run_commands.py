@@ -313,7 +313,6 @@ def _freeze_startup_objects() -> None:
     """
     import gc
 
-    gc.collect()
     gc.freeze()
 
 

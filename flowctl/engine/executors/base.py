@@ -102,6 +102,4 @@ def executor_class(name: str) -> type[Executor]:
 
 
 def is_known(name: str) -> bool:
-    return (
-        name in builtin_executor_names() or name in _REGISTERED or name in _plugin_entry_points()
-    )
+    return name in builtin_executor_names() or name in _REGISTERED or name in _plugin_entry_points()

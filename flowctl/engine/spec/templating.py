@@ -167,26 +167,30 @@ Renderer = Callable[[Mapping[str, Any]], Any]
 def compile_value(value: Any) -> Renderer:
     """A function context → rendered value; templates are compiled here, once."""
     if isinstance(value, str):
-        return _compile_string(value) if is_template(value) else _constant(value)
+        return _compile_string(value) if is_template(value) else _Constant(value)
     if isinstance(value, dict):
         parts = {key: compile_value(child) for key, child in value.items()}
-        if all(getattr(part, "constant", False) for part in parts.values()):
-            return _constant(value)
+        if all(type(part) is _Constant for part in parts.values()):
+            return _Constant(value)
         return lambda context: {key: part(context) for key, part in parts.items()}
     if isinstance(value, list):
         items = [compile_value(child) for child in value]
-        if all(getattr(item, "constant", False) for item in items):
-            return _constant(value)
+        if all(type(item) is _Constant for item in items):
+            return _Constant(value)
         return lambda context: [item(context) for item in items]
-    return _constant(value)
+    return _Constant(value)
 
 
-def _constant(value: Any) -> Renderer:
-    def render(context: Mapping[str, Any]) -> Any:
-        return value
+class _Constant:
+    """A value without expressions: rendering returns it as it is."""
 
-    render.constant = True  # type: ignore[attr-defined]
-    return render
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __call__(self, context: Mapping[str, Any]) -> Any:
+        return self.value
 
 
 @functools.lru_cache(maxsize=65536)
@@ -207,6 +211,9 @@ def _compile_string(source: str) -> Renderer:
     return lambda context: _guard(source, lambda: template.render(context))
 
 
+_DICT_ATTRS = frozenset(dir(dict))
+
+
 def _path_renderer(source: str, path: str) -> Renderer:
     head = re.match(_IDENT, path)
     assert head is not None
@@ -219,6 +226,16 @@ def _path_renderer(source: str, path: str) -> Renderer:
         value = context[name]
         try:
             for attribute, index in steps:
+                if (
+                    attribute
+                    and type(value) is dict
+                    and attribute in value
+                    and attribute not in _DICT_ATTRS
+                ):
+                    # What the sandbox's getattr returns for a plain dict's key, minus the
+                    # AttributeError it raises and catches first (the hot path of runs).
+                    value = value[attribute]
+                    continue
                 value = (
                     ENV.getattr(value, attribute) if attribute else ENV.getitem(value, int(index))
                 )

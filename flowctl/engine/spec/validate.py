@@ -21,7 +21,13 @@ from jinja2 import TemplateSyntaxError
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from flowctl.engine.executors.base import is_known, known_executor_names, with_schema
-from flowctl.engine.spec.load import Document, LoadError, iter_pipeline_files, load_file
+from flowctl.engine.spec.load import (
+    Document,
+    LoadError,
+    iter_pipeline_files,
+    load_file,
+    paused_gc,
+)
 from flowctl.engine.spec.templating import (
     CONTEXT_NAMES,
     analyze,
@@ -81,7 +87,8 @@ def load_and_validate(path: str) -> tuple[Document | None, list[Diagnostic]]:
         document = load_file(path)
     except LoadError as error:
         return None, [error.diagnostic]
-    return document, validate_document(document)
+    with paused_gc():
+        return document, validate_document(document)
 
 
 def check_file(path: str) -> CheckedFile:
