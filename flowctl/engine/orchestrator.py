@@ -409,6 +409,7 @@ class Orchestrator:
         self, task_id: str, status: TaskStatus, *, output: Any = None, error: str | None = None
     ) -> None:
         """A task's final state for this run: checkpointed before anything depends on it."""
+        error = self.secrets.redact(error)  # a render error can quote a secret's value
         state = self.states[task_id]
         state.status, state.output, state.error = status, output, error
         state.finished_at = utcnow()
@@ -437,6 +438,7 @@ class Orchestrator:
             self.observer.task_finished(task_id, state)
 
     async def _finish(self, status: WorkflowStatus, result: Any, error: str | None) -> None:
+        error = self.secrets.redact(error)
         self.final_status, self.final_result, self.final_error = status, result, error
         self.history.update_execution(
             self.execution_id,

@@ -23,7 +23,7 @@ _EXPRESSION_TOKEN = re.compile(
       (?P<end>\}\})
     | (?<!\.)(?P<float>[0-9]+\.[0-9]+)(?![0-9_.eE])  # `x.1.5` is x, 1, 5 for Jinja
     | (?P<integer>0|[1-9][0-9]*)(?![0-9_.xXoObBeE])
-    | (?P<name>[A-Za-z_][A-Za-z0-9_]*)(?![^\x00-\x7f])
+    | (?P<name>[A-Za-z_][A-Za-z0-9_]*+)(?![^\x00-\x7f])
     | '(?P<single>[^'\\]*)'
     | "(?P<double>[^"\\]*)"
     | (?P<operator>\*\*|//|==|!=|>=|<=|[-+/*%~\[\]().:|,;=<>])

@@ -18,6 +18,7 @@ Positions are looked up in the node tree only when an error is reported.
 from __future__ import annotations
 
 import gc
+import math
 import os
 import re
 from collections.abc import Iterator, Sequence
@@ -402,14 +403,16 @@ class _Builder:
                     return int(value[2:], 8)
                 return int(value, 16) if value.startswith("0x") else int(value)
             if tag == _FLOAT:
-                return float(
-                    value.replace(".inf", "inf")
-                    .replace(".Inf", "inf")
-                    .replace(".INF", "inf")
-                    .replace(".nan", "nan")
-                    .replace(".NaN", "nan")
-                    .replace(".NAN", "nan")
-                )
+                special = value.lstrip("+-").lower() in (".inf", ".nan")
+                number = math.inf if special else float(value)
+                if not math.isfinite(number):
+                    raise self.fail(
+                        node,
+                        f"{value!r} is not a finite number",
+                        "non-finite-number",
+                        "pipelines compile to JSON, which has no infinity or NaN",
+                    )
+                return number
         except (ValueError, KeyError):
             raise self.fail(
                 node, f"{value!r} is not a valid {tag.rsplit(':', 1)[-1]}", "yaml-tag"

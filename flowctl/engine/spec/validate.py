@@ -518,7 +518,8 @@ def is_valid_schedule(schedule: str) -> bool:
         return True
     from croniter import croniter  # imported only when a file has a schedule
 
-    return not schedule.startswith("@") and bool(croniter.is_valid(schedule))
+    fields = schedule.split()
+    return len(fields) == 5 and bool(croniter.is_valid(schedule))
 
 
 def _matches(value: Any, expected: str) -> bool:
