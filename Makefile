@@ -28,8 +28,7 @@ system-deps:
 
 demo: $(STAMP) system-deps
 	$(BIN)/flowctl validate pipelines/
-	$(BIN)/flowctl graph pipelines/invoice-extraction.yaml
-	$(BIN)/flowctl compile pipelines/offline-report.yaml
+	$(BIN)/flowctl run pipelines/offline-report.yaml
 
 lint: $(STAMP)
 	$(BIN)/ruff check flowctl tests benchmarks
@@ -41,6 +40,7 @@ test: $(STAMP) system-deps lint
 
 bench: $(STAMP) system-deps
 	cd benchmarks && ../$(BIN)/python bench_validate.py
+	cd benchmarks && ../$(BIN)/python bench_orchestrator.py
 
 clean:
 	rm -rf $(VENV) benchmarks/.work .flowctl
