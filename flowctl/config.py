@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 DEFAULT_STATE_DIR = Path(".flowctl")
@@ -15,20 +15,28 @@ DEFAULT_STATE_DIR = Path(".flowctl")
 
 @dataclass(frozen=True, slots=True)
 class Settings:
-    database_url: str
+    database_url: str = field(default_factory=lambda: default_database_url())
     secrets_file: Path | None = None
     environ: Mapping[str, str] = field(default_factory=dict, repr=False)
+    openai_api_key: str | None = field(default=None, repr=False)  # llm's default api_key
+    connections: Mapping[str, str] = field(default_factory=dict, repr=False)  # sql's names
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         env = dict(os.environ if environ is None else environ)
         url = env.get("FLOWCTL_DATABASE_URL") or default_database_url()
         secrets_file = env.get("FLOWCTL_SECRETS_FILE")
+        prefix = "FLOWCTL_CONN_"
         return cls(
             database_url=url,
             secrets_file=Path(secrets_file) if secrets_file else None,
             environ=env,
+            openai_api_key=env.get("OPENAI_API_KEY"),
+            connections={k[len(prefix) :]: v for k, v in env.items() if k.startswith(prefix)},
         )
+
+    def with_database(self, url: str) -> Settings:
+        return replace(self, database_url=url)
 
     def secret_environment(self) -> dict[str, str]:
         """FLOWCTL_SECRET_<NAME> variables, by NAME."""

@@ -39,9 +39,7 @@ output_option = click.option(
 
 def _settings(database_url: str | None) -> Settings:
     settings = Settings.from_env()
-    if database_url:
-        settings = Settings(database_url, settings.secrets_file, settings.environ)
-    return settings
+    return settings.with_database(database_url) if database_url else settings
 
 
 def _open_history(settings: Settings, *, memory: bool = False) -> Any:
@@ -257,7 +255,7 @@ def _runner(history: Any, settings: Settings, pipeline_dir: Path | None, output_
     from flowctl.engine.secrets import Secrets
 
     secrets = Secrets.load(settings.secret_environment(), settings.secrets_file)
-    return Runner(history, secrets=secrets, pipeline_dir=pipeline_dir)
+    return Runner(history, secrets=secrets, pipeline_dir=pipeline_dir, settings=settings)
 
 
 def _drive(

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from flowctl.config import Settings
 from flowctl.engine.orchestrator import ExecutionResult, Observer, Orchestrator
 from flowctl.engine.secrets import Secrets
 from flowctl.engine.state.active import ActiveState, MemoryActiveState
@@ -43,8 +44,10 @@ class Runner:
         secrets: Secrets | None = None,
         observer: Observer | None = None,
         pipeline_dir: Path | None = None,
+        settings: Settings | None = None,
     ) -> None:
         self.history = history
+        self.settings = settings
         self.active = active or MemoryActiveState()
         self.secrets = secrets
         self.observer = observer
@@ -59,6 +62,7 @@ class Runner:
             secrets=self.secrets,
             observer=self.observer,
             pipeline_dir=self.pipeline_dir,
+            settings=self.settings,
         )
         return self.orchestrator
 

@@ -23,6 +23,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+from flowctl.config import Settings
 from flowctl.engine.executors.base import (
     Executor,
     TaskContext,
@@ -123,8 +124,10 @@ class Orchestrator:
         secrets: Secrets | None = None,
         observer: Observer | None = None,
         pipeline_dir: Path | None = None,
+        settings: Settings | None = None,
     ) -> None:
         self.ir = ir
+        self.settings = settings or Settings()
         self.history = history
         self.active = active
         self.secrets = secrets or Secrets({})
@@ -391,7 +394,7 @@ class Orchestrator:
         executor = self._executors.get(task.executor)
         if executor is None:
             try:
-                executor = executor_class(task.executor)()
+                executor = executor_class(task.executor)(self.settings)
             except UnknownExecutorError as error:
                 raise TaskFailure(f"task {task.id!r}: {error}", retryable=False) from None
             self._executors[task.executor] = executor
@@ -399,9 +402,7 @@ class Orchestrator:
 
     async def _close_executors(self) -> None:
         for executor in self._executors.values():
-            close = getattr(executor, "aclose", None)
-            if close is not None:
-                await close()
+            await executor.aclose()
 
     # -- checkpoints --------------------------------------------------------------------
 

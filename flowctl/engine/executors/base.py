@@ -19,6 +19,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
+from flowctl.config import Settings
 from flowctl.schemas import builtin_executor_names, load_schema
 
 ENTRY_POINT_GROUP = "flowctl.executors"
@@ -37,14 +38,38 @@ class TaskContext:
 
 
 class Executor(Protocol):
+    """Constructed once per run with the settings; `aclose()` is awaited when the run ends."""
+
     name: ClassVar[str]
     with_schema: ClassVar[dict[str, Any]]
 
+    def __init__(self, settings: Settings) -> None: ...
+
     async def run(self, ctx: TaskContext, params: dict[str, Any]) -> Any: ...
+
+    async def aclose(self) -> None: ...
+
+
+class BaseExecutor:
+    """Convenience base: keeps the settings, closes nothing."""
+
+    name: ClassVar[str]
+    with_schema: ClassVar[dict[str, Any]]
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    async def aclose(self) -> None:
+        return None
 
 
 _BUILTIN_CLASSES = {
     "transform": "flowctl.engine.executors.transform:TransformExecutor",
+    "llm": "flowctl.engine.executors.llm:LlmExecutor",
+    "ocr": "flowctl.engine.executors.ocr:OcrExecutor",
+    "http": "flowctl.engine.executors.http:HttpExecutor",
+    "sql": "flowctl.engine.executors.sql:SqlExecutor",
+    "validate": "flowctl.engine.executors.validate:ValidateExecutor",
 }
 
 
@@ -90,7 +115,15 @@ def executor_class(name: str) -> type[Executor]:
         return _REGISTERED[name]
     if name in _BUILTIN_CLASSES:
         module_name, _, attribute = _BUILTIN_CLASSES[name].partition(":")
-        cls: type[Executor] = getattr(importlib.import_module(module_name), attribute)
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as error:
+            if error.name == module_name:
+                message = f"executor {name!r} is not available in this version"
+            else:
+                message = f"executor {name!r} needs the package {error.name!r}, not installed"
+            raise UnknownExecutorError(message) from None
+        cls: type[Executor] = getattr(module, attribute)
         return cls
     entry_point = _plugin_entry_points().get(name)
     if entry_point is None:

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from flowctl.engine.executors.base import TaskContext
+from flowctl.engine.executors.base import BaseExecutor, TaskContext
 from flowctl.schemas import load_schema
 
 
-class TransformExecutor:
+class TransformExecutor(BaseExecutor):
     name: ClassVar[str] = "transform"
     with_schema: ClassVar[dict[str, Any]] = load_schema("executors/transform")
 
