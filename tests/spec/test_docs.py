@@ -194,9 +194,6 @@ def test_schedule_presets_and_context_names_are_documented() -> None:
     assert not missing, "missing from docs/spec.md: " + ", ".join(missing)
 
 
-@pytest.mark.parametrize(
-    "path", sorted((SCHEMAS / "executors").glob("*.schema.json")), ids=lambda p: p.name
-)
 def _runnable(name: str) -> bool:
     try:
         executor_class(name)
@@ -205,6 +202,9 @@ def _runnable(name: str) -> bool:
     return True
 
 
+@pytest.mark.parametrize(
+    "path", sorted((SCHEMAS / "executors").glob("*.schema.json")), ids=lambda p: p.name
+)
 def test_executor_availability_is_stated(path: Path) -> None:
     name = path.name.removesuffix(".schema.json")
     text = section(_doc_text(), f"### `{name}`")
