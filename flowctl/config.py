@@ -20,6 +20,9 @@ class Settings:
     environ: Mapping[str, str] = field(default_factory=dict, repr=False)
     openai_api_key: str | None = field(default=None, repr=False)  # llm's default api_key
     connections: Mapping[str, str] = field(default_factory=dict, repr=False)  # sql's names
+    # Folders that file paths in `with:` (ocr sources, validate schemas) may point into,
+    # besides the pipeline's folder and the working directory.
+    file_roots: tuple[Path, ...] = ()
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -33,6 +36,9 @@ class Settings:
             environ=env,
             openai_api_key=env.get("OPENAI_API_KEY"),
             connections={k[len(prefix) :]: v for k, v in env.items() if k.startswith(prefix)},
+            file_roots=tuple(
+                Path(p) for p in env.get("FLOWCTL_FILE_ROOTS", "").split(os.pathsep) if p
+            ),
         )
 
     def with_database(self, url: str) -> Settings:
