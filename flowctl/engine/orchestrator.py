@@ -140,6 +140,11 @@ class Orchestrator:
         self._executors: dict[str, Executor] = {}
         self._failure: str | None = None
         self.execution_id = ""
+        self.task_view: dict[str, dict[str, Any]] = {}  # `tasks` in expressions
+        self.context: dict[str, Any] = {}
+        self.final_status = WorkflowStatus.RUNNING
+        self.final_result: Any = None
+        self.final_error: str | None = None
 
     # -- the loop -------------------------------------------------------------------
 
@@ -158,7 +163,7 @@ class Orchestrator:
         self.execution_id = execution_id
         self.states = {task_id: TaskState() for task_id in self.tasks}
         self._restore(previous)
-        self.task_view: dict[str, dict[str, Any]] = {
+        self.task_view = {
             task_id: _view(state) for task_id, state in self.states.items() if state.status.is_final
         }
         self.context = {
@@ -469,9 +474,9 @@ class Orchestrator:
         return ExecutionResult(
             self.execution_id,
             self.ir["name"],
-            getattr(self, "final_status", WorkflowStatus.RUNNING),
-            getattr(self, "final_result", None),
-            getattr(self, "final_error", None),
+            self.final_status,
+            self.final_result,
+            self.final_error,
             dict(self.states),
         )
 
