@@ -41,6 +41,7 @@ test: $(STAMP) system-deps lint
 bench: $(STAMP) system-deps
 	cd benchmarks && ../$(BIN)/python bench_validate.py
 	cd benchmarks && ../$(BIN)/python bench_orchestrator.py
+	cd benchmarks && ../$(BIN)/python compare/prefect_chain.py
 
 clean:
 	rm -rf $(VENV) benchmarks/.work .flowctl
