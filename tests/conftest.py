@@ -7,6 +7,8 @@ Each can be replaced by an external server through an environment variable:
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +21,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="session")
-def postgres_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def postgres_server_url() -> Iterator[str]:
     """A PostgreSQL server for the session (SQLAlchemy URL of its `postgres` database)."""
     external = os.environ.get("FLOWCTL_TEST_DATABASE_URL")
     if external:
@@ -27,11 +29,16 @@ def postgres_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[st
         return
     import pgserver
 
-    server = pgserver.get_server(tmp_path_factory.mktemp("pg"), cleanup_mode="stop")
+    # Not under pytest's basetemp: pytest deletes old basetemp folders, and a concurrent
+    # pytest session (two checkouts, a developer's watch mode) could pull the data folder
+    # out from under a running server.
+    data = Path(tempfile.mkdtemp(prefix="flowctl-test-pg-"))
+    server = pgserver.get_server(data, cleanup_mode="stop")
     try:
         yield server.get_uri().replace("postgresql://", "postgresql+psycopg://", 1)
     finally:
         server.cleanup()
+        shutil.rmtree(data, ignore_errors=True)
 
 
 @pytest.fixture
@@ -42,9 +49,7 @@ def postgres_url(postgres_server_url: str) -> Iterator[str]:
     with admin.connect() as connection:
         connection.execute(text(f'CREATE DATABASE "{name}"'))
     try:
-        yield make_url(postgres_server_url).set(database=name).render_as_string(
-            hide_password=False
-        )
+        yield make_url(postgres_server_url).set(database=name).render_as_string(hide_password=False)
     finally:
         with admin.connect() as connection:
             connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))

@@ -18,7 +18,7 @@ import asyncio
 import random
 from collections import deque
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -145,6 +145,7 @@ class Orchestrator:
         self.final_status = WorkflowStatus.RUNNING
         self.final_result: Any = None
         self.final_error: str | None = None
+        self._slots = asyncio.Semaphore(1)  # replaced per run: bounds executor calls
 
     # -- the loop -------------------------------------------------------------------
 
@@ -161,6 +162,7 @@ class Orchestrator:
         CancelledError propagates; `result()` then describes the execution.
         """
         self.execution_id = execution_id
+        self._slots = asyncio.Semaphore(self.max_parallel)
         self.states = {task_id: TaskState() for task_id in self.tasks}
         self._restore(previous)
         self.task_view = {
@@ -318,15 +320,13 @@ class Orchestrator:
                 retryable=False,
             )
         outputs: list[Any] = [None] * len(items)
-        limit = asyncio.Semaphore(self.max_parallel)
         done = 0
 
         async def one(index: int, item: Any) -> None:
             nonlocal done
-            async with limit:
-                context = {**self.context, "item": item}
-                label = f"item {index}: "
-                outputs[index] = await self._attempts(task, context, label, base_attempt)
+            context = {**self.context, "item": item}
+            label = f"item {index}: "
+            outputs[index] = await self._attempts(task, context, label, base_attempt)
             done += 1
             if self.observer:
                 self.observer.items_progress(task.id, done, len(items))
@@ -366,10 +366,11 @@ class Orchestrator:
                 ctx = TaskContext(
                     self.execution_id, task.id, attempt, self.pipeline_dir, context.get("item")
                 )
-                if task.timeout is None:
-                    return await executor.run(ctx, params)
-                async with asyncio.timeout(task.timeout):
-                    return await executor.run(ctx, params)
+                async with self._slots:  # max_parallel bounds executor calls, items included
+                    if task.timeout is None:
+                        return await executor.run(ctx, params)
+                    async with asyncio.timeout(task.timeout):
+                        return await executor.run(ctx, params)
             except TimeoutError:
                 message = f"{label}timed out after {task.timeout:g}s (attempt {attempt})"
             except TaskFailure:
@@ -402,12 +403,20 @@ class Orchestrator:
                 executor = executor_class(task.executor)(self.settings)
             except UnknownExecutorError as error:
                 raise TaskFailure(f"task {task.id!r}: {error}", retryable=False) from None
+            except Exception as error:  # a plugin that cannot start fails its task, not the run
+                raise TaskFailure(
+                    f"task {task.id!r}: executor {task.executor!r} cannot start: "
+                    + (str(error) or type(error).__name__),
+                    retryable=False,
+                ) from None
             self._executors[task.executor] = executor
         return executor
 
     async def _close_executors(self) -> None:
         for executor in self._executors.values():
-            await executor.aclose()
+            close = getattr(executor, "aclose", None)  # plugins may predate aclose()
+            if close is not None:
+                await close()
 
     # -- checkpoints --------------------------------------------------------------------
 
@@ -471,13 +480,18 @@ class Orchestrator:
                 state.status = TaskStatus.PENDING
 
     def result(self) -> ExecutionResult:
+        """The execution as callers may show it: secret values redacted, like the history."""
+        redact = self.secrets.redact
         return ExecutionResult(
             self.execution_id,
             self.ir["name"],
             self.final_status,
-            self.final_result,
+            redact(self.final_result),
             self.final_error,
-            dict(self.states),
+            {
+                task_id: replace(state, output=redact(state.output))
+                for task_id, state in self.states.items()
+            },
         )
 
 
