@@ -1,0 +1,1 @@
+"""Stand-ins for external services, as real servers the tests start."""
