@@ -73,7 +73,15 @@ class RenderError(FlowctlError):
 
 
 class ExecutorError(FlowctlError):
-    """An executor failed in a way the user should read (not a bug in flowctl)."""
+    """An executor failed in a way the user should read (not a bug in flowctl).
+
+    `retryable=False` says that another attempt cannot succeed (a refused address, a
+    missing file, a 401): the orchestrator then fails the task without using its retries.
+    """
+
+    def __init__(self, message: str, *, retryable: bool = True) -> None:
+        super().__init__(message)
+        self.retryable = retryable
 
 
 class NotFoundError(FlowctlError):

@@ -28,6 +28,7 @@ from flowctl.engine.executors.base import (
     Executor,
     TaskContext,
     UnknownExecutorError,
+    check_rendered_with,
     executor_class,
 )
 from flowctl.engine.secrets import Secrets
@@ -35,7 +36,7 @@ from flowctl.engine.spec.templating import Renderer, TemplateRenderError, compil
 from flowctl.engine.state.active import ActiveState
 from flowctl.engine.state.history import Checkpoint, History, utcnow
 from flowctl.engine.states import TaskStatus, WorkflowStatus
-from flowctl.errors import RenderError
+from flowctl.errors import ExecutorError, RenderError
 
 MAX_RETRY_DELAY = 600.0
 CANCELLED_ERROR = "cancelled"
@@ -90,11 +91,7 @@ class Observer(Protocol):
 
 
 class TaskFailure(Exception):
-    """An attempt failed; `retryable` is False for errors that a retry cannot fix."""
-
-    def __init__(self, message: str, *, retryable: bool = True) -> None:
-        super().__init__(message)
-        self.retryable = retryable
+    """The task failed for good: its retries are used up, or retrying cannot help."""
 
 
 @dataclass(slots=True)
@@ -309,15 +306,13 @@ class Orchestrator:
             items = task.for_each(self.context)
         except TemplateRenderError as error:
             raise TaskFailure(
-                str(RenderError(task.id, "for_each", error.expression, error.reason)),
-                retryable=False,
+                str(RenderError(task.id, "for_each", error.expression, error.reason))
             ) from None
         if isinstance(items, Mapping):
             items = [{"key": k, "value": v} for k, v in items.items()]
         if not isinstance(items, list | tuple):
             raise TaskFailure(
-                f"task {task.id!r}: for_each must give a list, got {type(items).__name__}",
-                retryable=False,
+                f"task {task.id!r}: for_each must give a list, got {type(items).__name__}"
             )
         outputs: list[Any] = [None] * len(items)
         done = 0
@@ -358,9 +353,11 @@ class Orchestrator:
                     label
                     + str(
                         RenderError(task.id, "with", render_error.expression, render_error.reason)
-                    ),
-                    retryable=False,
+                    )
                 ) from None
+            problem = check_rendered_with(task.executor, params)
+            if problem is not None:
+                raise TaskFailure(f"{label}task {task.id!r}: {problem}")
             started = utcnow()
             try:
                 ctx = TaskContext(
@@ -375,6 +372,10 @@ class Orchestrator:
                 message = f"{label}timed out after {task.timeout:g}s (attempt {attempt})"
             except TaskFailure:
                 raise
+            except ExecutorError as exc:
+                message = label + str(exc)
+                if not exc.retryable:
+                    raise TaskFailure(self.secrets.redact(message)) from None
             except Exception as exc:  # an executor's failure is the task's, not ours
                 message = label + (str(exc) or type(exc).__name__)
             message = self.secrets.redact(message)
@@ -402,12 +403,11 @@ class Orchestrator:
             try:
                 executor = executor_class(task.executor)(self.settings)
             except UnknownExecutorError as error:
-                raise TaskFailure(f"task {task.id!r}: {error}", retryable=False) from None
+                raise TaskFailure(f"task {task.id!r}: {error}") from None
             except Exception as error:  # a plugin that cannot start fails its task, not the run
                 raise TaskFailure(
                     f"task {task.id!r}: executor {task.executor!r} cannot start: "
-                    + (str(error) or type(error).__name__),
-                    retryable=False,
+                    + (str(error) or type(error).__name__)
                 ) from None
             self._executors[task.executor] = executor
         return executor

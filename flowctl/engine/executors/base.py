@@ -12,6 +12,7 @@ that are not built in.
 
 from __future__ import annotations
 
+import copy
 import functools
 import importlib
 from dataclasses import dataclass, field
@@ -132,6 +133,47 @@ def executor_class(name: str) -> type[Executor]:
         raise UnknownExecutorError(f"unknown executor {name!r}")
     loaded: type[Executor] = entry_point.load()
     return loaded
+
+
+@functools.cache
+def _rendered_validators(name: str) -> tuple[Any, Any]:
+    """(fast yes/no check or None, explaining validator) of an executor's `with:` schema.
+
+    The fast check (fastjsonschema, draft-07) is used for the built-in schemas only,
+    which keep to the keywords both drafts share; a plugin's schema may not.
+    """
+    import fastjsonschema
+    from jsonschema import Draft202012Validator
+
+    fast = None
+    if name in builtin_executor_names():
+        schema = copy.deepcopy(with_schema(name))  # fastjsonschema rewrites $refs in place
+        fast = fastjsonschema.compile(
+            {**schema, "$schema": "http://json-schema.org/draft-07/schema#"}
+        )
+    return fast, Draft202012Validator(with_schema(name))
+
+
+def check_rendered_with(name: str, params: dict[str, Any]) -> str | None:
+    """What is wrong with a rendered `with:` block, or None.
+
+    Validation could only check the types of literal values; a value written as an
+    expression is checked here, once rendered, before the executor sees it.
+    """
+    import fastjsonschema
+
+    fast, explain = _rendered_validators(name)
+    if fast is not None:
+        try:
+            fast(params)
+            return None
+        except fastjsonschema.JsonSchemaException:
+            pass
+    problems = []
+    for error in explain.iter_errors(params):
+        where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path)
+        problems.append(f"with{where}: {error.message}")
+    return "; ".join(problems) or None
 
 
 def is_known(name: str) -> bool:
