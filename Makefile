@@ -28,7 +28,7 @@ system-deps:
 
 demo: $(STAMP) system-deps
 	$(BIN)/flowctl validate pipelines/
-	$(BIN)/flowctl run pipelines/offline-report.yaml
+	$(BIN)/flowctl run pipelines/offline-invoice.yaml
 
 lint: $(STAMP)
 	$(BIN)/ruff check flowctl tests benchmarks
