@@ -5,6 +5,7 @@ Command-line flags override these values; everything else receives a Settings ob
 
 from __future__ import annotations
 
+import getpass
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -23,6 +24,10 @@ class Settings:
     # Folders that file paths in `with:` (ocr sources, validate schemas) may point into,
     # besides the pipeline's folder and the working directory.
     file_roots: tuple[Path, ...] = ()
+    # Who `flowctl apply` and `rollback` record as having done it, and the branch to
+    # record when the checkout is a detached HEAD (as in most CI jobs).
+    actor: str | None = None
+    git_branch: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -39,6 +44,9 @@ class Settings:
             file_roots=tuple(
                 Path(p) for p in env.get("FLOWCTL_FILE_ROOTS", "").split(os.pathsep) if p
             ),
+            actor=_first(env, "FLOWCTL_ACTOR", "GITHUB_ACTOR", "GITLAB_USER_LOGIN", "USER")
+            or _login_name(),
+            git_branch=_first(env, "FLOWCTL_GIT_BRANCH", "CI_COMMIT_BRANCH", "GITHUB_REF_NAME"),
         )
 
     def with_database(self, url: str) -> Settings:
@@ -48,6 +56,17 @@ class Settings:
         """FLOWCTL_SECRET_<NAME> variables, by NAME."""
         prefix = "FLOWCTL_SECRET_"
         return {k[len(prefix) :]: v for k, v in self.environ.items() if k.startswith(prefix)}
+
+
+def _first(env: Mapping[str, str], *names: str) -> str | None:
+    return next((env[name] for name in names if env.get(name)), None)
+
+
+def _login_name() -> str | None:
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):  # no USER/LOGNAME and no passwd entry (some containers)
+        return None
 
 
 def default_database_url() -> str:

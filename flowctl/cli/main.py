@@ -7,6 +7,13 @@ import sys
 import click
 
 from flowctl import __version__
+from flowctl.cli.gitops_commands import (
+    apply_command,
+    diff_command,
+    history_command,
+    init_command,
+    rollback_command,
+)
 from flowctl.cli.run_commands import (
     db_group,
     resume_command,
@@ -38,6 +45,11 @@ cli.add_command(resume_command)
 cli.add_command(status_command)
 cli.add_command(runs_command)
 cli.add_command(db_group)
+cli.add_command(apply_command)
+cli.add_command(diff_command)
+cli.add_command(history_command)
+cli.add_command(rollback_command)
+cli.add_command(init_command)
 
 
 def main() -> None:

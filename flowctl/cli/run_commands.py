@@ -53,7 +53,7 @@ def _open_history(settings: Settings, *, memory: bool = False) -> Any:
 
 
 @click.command("run")
-@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.argument("file", metavar="FILE|NAME")
 @click.option(
     "-p",
     "--param",
@@ -84,27 +84,49 @@ def run_command(
 ) -> None:
     """Run the pipeline FILE here, and print its result.
 
+    A NAME that is not a file runs the active version of that pipeline in the
+    registry (`flowctl apply`); the execution records which version it ran.
+
     Exits 0 when the execution COMPLETED, 1 when it FAILED, 2 on bad params,
     130 when it was cancelled (Ctrl-C or SIGTERM; resume it with `flowctl resume`).
     """
-    from flowctl.cli.spec_commands import load_ir
     from flowctl.engine.local import new_execution
     from flowctl.engine.params import parse_assignments, resolve_params
 
-    ir = load_ir(file)
+    ir, definition_id = _file_or_registered_ir(file, database_url)
     _freeze_startup_objects()
     from_file = _read_params_file(params_file) if params_file else None
     params = resolve_params(ir["params"], from_file, parse_assignments(assignments))
     settings = _settings(database_url)
     history = _open_history(settings, memory=no_history)
     try:
-        record = new_execution(history, ir, params)
+        record = new_execution(history, ir, params, definition_id=definition_id)
         runner = _runner(history, settings, Path(file).resolve().parent, output_format)
         result = _drive(runner, lambda: runner.run(record), output_format)
     finally:
         history.close()
     _print_result(result, output_format)
     sys.exit(EXIT_CODES.get(result.status, 1))
+
+
+def _file_or_registered_ir(
+    file: str, database_url: str | None
+) -> tuple[dict[str, Any], int | None]:
+    """FILE's IR, or when FILE is a pipeline name and no such file exists, the IR and
+    definition id of that pipeline's active version in the registry."""
+    import re
+
+    from flowctl.cli.spec_commands import load_ir
+
+    path = Path(file)
+    if not path.exists() and re.fullmatch(r"[a-z][a-z0-9-]{0,62}", file):
+        from flowctl.cli.gitops_commands import registered_ir
+
+        return registered_ir(file, _settings(database_url))
+    if not path.is_file():
+        reason = "is a directory" if path.is_dir() else "does not exist"
+        raise click.BadParameter(f"file {file!r} {reason}", param_hint="'FILE|NAME'")
+    return load_ir(file), None
 
 
 @click.command("resume")

@@ -17,9 +17,16 @@ from flowctl.errors import FlowctlError, NotFoundError
 
 
 def new_execution(
-    history: History, ir: Mapping[str, Any], params: Mapping[str, Any]
+    history: History,
+    ir: Mapping[str, Any],
+    params: Mapping[str, Any],
+    *,
+    definition_id: int | None = None,
 ) -> ExecutionRecord:
-    """Records a QUEUED execution; it exists in the history before anything runs."""
+    """Records a QUEUED execution; it exists in the history before anything runs.
+
+    `definition_id` is the registry version it runs (`flowctl run NAME`), if any.
+    """
     record = ExecutionRecord(
         id=str(uuid.uuid4()),
         pipeline=ir["name"],
@@ -28,6 +35,7 @@ def new_execution(
         params=dict(params),
         status=WorkflowStatus.QUEUED,
         created_at=utcnow(),
+        definition_id=definition_id,
     )
     history.create_execution(record)
     return record

@@ -19,6 +19,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -31,7 +32,17 @@ class WorkflowDefinition(Base):
     """One version of a pipeline in the registry (`flowctl apply`)."""
 
     __tablename__ = "workflow_definitions"
-    __table_args__ = (UniqueConstraint("name", "version"),)
+    __table_args__ = (
+        UniqueConstraint("name", "version"),
+        # At most one active version per name, whatever two concurrent applies do.
+        Index(
+            "uq_workflow_definitions_active_name",
+            "name",
+            unique=True,
+            sqlite_where=text("active"),
+            postgresql_where=text("active"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     name: Mapped[str] = mapped_column(String(63), index=True)
@@ -45,6 +56,24 @@ class WorkflowDefinition(Base):
     applied_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     applied_by: Mapped[str | None] = mapped_column(Text)
     active: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class DefinitionEvent(Base):
+    """A change of which version of a pipeline is active: applied, pruned, rolled back.
+
+    Versions are never rewritten; this table is the timeline of activations.
+    """
+
+    __tablename__ = "definition_events"
+    __table_args__ = (Index("ix_definition_events_name_id", "name", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(63))
+    action: Mapped[str] = mapped_column(String(16))  # created | updated | pruned | rollback
+    from_version: Mapped[int | None] = mapped_column(Integer)  # active before; None: none
+    to_version: Mapped[int | None] = mapped_column(Integer)  # active after; None: none
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    by: Mapped[str | None] = mapped_column(Text)
 
 
 class WorkflowExecution(Base):
