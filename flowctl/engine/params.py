@@ -10,6 +10,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from flowctl.engine.spec.validate import matches_param_type
 from flowctl.errors import ParamsError
 
 _TRUE = {"true", "yes", "1", "on"}
@@ -101,21 +102,7 @@ def _convert(text: str, expected: str) -> Any:
     return _check(value, expected)
 
 
-_TYPES: dict[str, tuple[type, ...]] = {
-    "string": (str,),
-    "integer": (int,),
-    "number": (int, float),
-    "boolean": (bool,),
-    "object": (dict,),
-    "array": (list,),
-}
-
-
 def _check(value: Any, expected: str) -> Any:
-    if isinstance(value, bool) and expected != "boolean":
-        ok = False
-    else:
-        ok = isinstance(value, _TYPES[expected])
-    if not ok:
+    if not matches_param_type(value, expected):
         raise ValueError(f"expected {expected}, got {type(value).__name__} {json.dumps(value)}")
     return value

@@ -26,8 +26,12 @@ from sqlalchemy import Connection, Engine, Table, func, insert, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from flowctl.engine.gitinfo import GitSource
-from flowctl.engine.state import migrate
-from flowctl.engine.state.history import HistoryError, create_history_engine, utcnow
+from flowctl.engine.state.history import (
+    HistoryError,
+    driver_message,
+    open_history_engine,
+    utcnow,
+)
 from flowctl.engine.state.models import DefinitionEvent, WorkflowDefinition
 from flowctl.errors import FlowctlError, NotFoundError
 
@@ -224,16 +228,7 @@ def make_plan(sources: Iterable[Source], registry: Mapping[str, Current], *, pru
 # -- reading ------------------------------------------------------------------------------
 
 
-def connect(url: str) -> Engine:
-    """An engine on the history database, its schema migrated to the current revision."""
-    try:
-        engine = create_history_engine(url)
-        migrate.ensure_current(engine)
-    except FlowctlError:
-        raise
-    except Exception as error:
-        raise HistoryError(f"cannot open the history database: {_first_line(error)}") from None
-    return engine
+connect = open_history_engine
 
 
 def read_registry(connection: Connection) -> dict[str, Current]:
@@ -322,7 +317,7 @@ def apply(
             pass
         except OperationalError as error:
             if not _is_contention(error):
-                raise HistoryError(f"cannot write the registry: {_first_line(error)}") from None
+                raise HistoryError(f"cannot write the registry: {driver_message(error)}") from None
         backoff(attempt)
     raise ConflictError(
         f"the registry kept changing under this apply ({attempts} attempts); nothing was "
@@ -459,8 +454,3 @@ def _is_contention(error: OperationalError) -> bool:
     return any(
         marker in text for marker in ("database is locked", "deadlock", "could not serialize")
     )
-
-
-def _first_line(error: Exception) -> str:
-    text = str(getattr(error, "orig", None) or error).strip()
-    return text.splitlines()[0] if text else type(error).__name__

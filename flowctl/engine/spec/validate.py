@@ -48,7 +48,7 @@ PARALLEL_THRESHOLD = 200  # below this, starting worker processes costs more tha
 SCHEDULE_PRESETS = frozenset(
     {"@once", "@continuous", "@hourly", "@daily", "@weekly", "@monthly", "@quarterly", "@yearly"}
 )
-_PARAM_TYPES: dict[str, tuple[type, ...]] = {
+PARAM_TYPES: dict[str, tuple[type, ...]] = {
     "string": (str,),
     "integer": (int,),
     "number": (int, float),
@@ -297,11 +297,11 @@ class _SemanticCheck:
 
     def check_params(self) -> None:
         for name, param in self.params.items():
-            if not isinstance(param, dict) or param.get("type") not in _PARAM_TYPES:
+            if not isinstance(param, dict) or param.get("type") not in PARAM_TYPES:
                 continue
             expected = param["type"]
             for key in ("default",) if "default" in param else ():
-                if not _matches(param[key], expected):
+                if not matches_param_type(param[key], expected):
                     self.error(
                         ("spec", "params", name, key),
                         f"default of param {name!r} must be {expected}, "
@@ -522,7 +522,8 @@ def is_valid_schedule(schedule: str) -> bool:
     return len(fields) == 5 and bool(croniter.is_valid(schedule))
 
 
-def _matches(value: Any, expected: str) -> bool:
-    if isinstance(value, bool) and expected not in ("boolean",):
+def matches_param_type(value: Any, expected: str) -> bool:
+    """Whether `value` is of a param's declared type (a bool is not a number here)."""
+    if isinstance(value, bool) and expected != "boolean":
         return False
-    return isinstance(value, _PARAM_TYPES[expected])
+    return isinstance(value, PARAM_TYPES[expected])

@@ -118,16 +118,14 @@ def _dumps(value: Any) -> str:
 class SqlHistory:
     """History in SQLite or PostgreSQL; upgrades its own schema when it opens."""
 
-    def __init__(self, url: str, *, upgrade: bool = True) -> None:
+    def __init__(self, url: str) -> None:
+        self.engine = open_history_engine(url)
         try:
-            self.engine = create_history_engine(url)
-            if upgrade:
-                migrate.ensure_current(self.engine)
             self._connection: Connection = self.engine.connect()
-        except FlowctlError:
-            raise
-        except Exception as error:  # driver errors: name the database, not the traceback
-            raise HistoryError(f"cannot open the history database: {_clean(error)}") from None
+        except Exception as error:
+            raise HistoryError(
+                f"cannot open the history database: {driver_message(error)}"
+            ) from None
         self._lock = threading.Lock()  # executors in threads never touch it; resumes might
         # SQLite's checkpoints skip SQLAlchemy's per-statement machinery (~150 us of the
         # ~200 us a checkpoint cost through Core); the rows read back the same through it.
@@ -284,7 +282,19 @@ def _execution_record(row: Any) -> ExecutionRecord:
     )
 
 
-def _clean(error: Exception) -> str:
+def open_history_engine(url: str) -> Engine:
+    """An engine on the history database, its schema migrated to the current revision."""
+    try:
+        engine = create_history_engine(url)
+        migrate.ensure_current(engine)
+    except FlowctlError:
+        raise
+    except Exception as error:  # driver errors: name the database, not the traceback
+        raise HistoryError(f"cannot open the history database: {driver_message(error)}") from None
+    return engine
+
+
+def driver_message(error: Exception) -> str:
     """The first line of a driver error, without SQLAlchemy's background link."""
     text = str(getattr(error, "orig", None) or error)
     return text.strip().splitlines()[0] if text.strip() else type(error).__name__
