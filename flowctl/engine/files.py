@@ -30,10 +30,11 @@ def resolve_file(path: str, roots: Sequence[Path], *, what: str = "file") -> Pat
     """The real path of the regular file `path`, which must lie under one of `roots`.
 
     A relative path is looked up in each root in turn. Raises ExecutorError naming the
-    path when it escapes the roots, does not exist, or is not a regular file.
+    path when it escapes the roots, does not exist, or is not a regular file: another
+    attempt cannot fix that (`retryable=False`).
     """
     if "\0" in path:
-        raise ExecutorError(f"{what} {path!r} is not a valid path")
+        raise ExecutorError(f"{what} {path!r} is not a valid path", retryable=False)
     given = Path(path)
     candidates = [given] if given.is_absolute() else [root / given for root in roots]
     inside: list[Path] = []
@@ -48,28 +49,35 @@ def resolve_file(path: str, roots: Sequence[Path], *, what: str = "file") -> Pat
     if not inside:
         raise ExecutorError(
             f"{what} {path!r} is outside the allowed folders ({folders}); "
-            "add its folder to FLOWCTL_FILE_ROOTS to allow it"
+            "add its folder to FLOWCTL_FILE_ROOTS to allow it",
+            retryable=False,
         )
     if any(real.exists() for real in inside):
-        raise ExecutorError(f"{what} {path!r} is not a regular file")
-    raise ExecutorError(f"{what} {path!r} does not exist (looked in {folders})")
+        raise ExecutorError(f"{what} {path!r} is not a regular file", retryable=False)
+    raise ExecutorError(f"{what} {path!r} does not exist (looked in {folders})", retryable=False)
 
 
 def read_file(path: Path, *, max_bytes: int, shown_as: str, what: str = "file") -> bytes:
-    """The bytes of `path`, refusing files larger than `max_bytes` before reading them."""
+    """The bytes of `path`, refusing files larger than `max_bytes` before reading them.
+
+    A file over the limit fails for good (`retryable=False`); a read error may not.
+    """
     try:
         with path.open("rb") as file:
             size = os.fstat(file.fileno()).st_size
             if size > max_bytes:
                 raise ExecutorError(
                     f"{what} {shown_as!r} is {size:,} bytes, more than the limit of "
-                    f"{max_bytes:,} bytes"
+                    f"{max_bytes:,} bytes",
+                    retryable=False,
                 )
             data = file.read(max_bytes + 1)
     except OSError as error:
         raise ExecutorError(f"cannot read {what} {shown_as!r}: {error.strerror}") from None
     if len(data) > max_bytes:  # grew while being read
-        raise ExecutorError(f"{what} {shown_as!r} is more than the limit of {max_bytes:,} bytes")
+        raise ExecutorError(
+            f"{what} {shown_as!r} is more than the limit of {max_bytes:,} bytes", retryable=False
+        )
     return data
 
 

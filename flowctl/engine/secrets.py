@@ -60,6 +60,10 @@ class Secrets(Mapping[str, str]):
     def __repr__(self) -> str:
         return f"Secrets({sorted(self._values)})"  # names only, never values
 
+    def redactable(self) -> frozenset[str]:
+        """The values `redact` replaces (long enough not to redact ordinary text)."""
+        return frozenset(self._redactable)
+
     def redact(self, value: Any) -> Any:
         """`value` with every secret replaced by "***" (strings inside lists and dicts too)."""
         if not self._redactable:

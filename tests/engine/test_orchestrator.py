@@ -42,6 +42,7 @@ class Call:
     started: float
     finished: float | None = None
     upstream_checkpoints: list[tuple[str, str]] = field(default_factory=list)
+    secrets: frozenset[str] = frozenset()  # ctx.secrets: the values to redact
 
 
 @dataclass
@@ -60,7 +61,9 @@ class Probe:
         seen = []
         if self.history is not None:
             seen = [(c.task_id, str(c.status)) for c in self.history.checkpoints(ctx.execution_id)]
-        call = Call(ctx.task_id, ctx.attempt, ctx.item, params, time.monotonic(), None, seen)
+        call = Call(
+            ctx.task_id, ctx.attempt, ctx.item, params, time.monotonic(), None, seen, ctx.secrets
+        )
         self.calls.append(call)
         self.running += 1
         self.max_running = max(self.max_running, self.running)
@@ -699,9 +702,11 @@ def test_secrets_reach_the_executor_but_are_never_stored(history_url: str) -> No
             output: "{{ tasks.login.output }}"
             """,
             history,
-            secrets=Secrets({"API_TOKEN": SECRET}),
+            secrets=Secrets({"API_TOKEN": SECRET, "SHORT": "ab"}),
         )
         assert PROBE.of("login")[0].params["message"] == f"rejected {SECRET}"
+        # Executors get the values to redact (too short to redact: not among them).
+        assert [call.secrets for call in PROBE.of("login")] == [frozenset({SECRET})] * 2
         # The executor got the value; what the run returns to its caller is redacted.
         assert result.tasks["login"].output == "Bearer ***"
         assert result.result == "Bearer ***"

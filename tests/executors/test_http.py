@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 from servers.http_echo import EchoServer, Recorded, Reply, http_server
 
+from executors.one_task import run_task
 from flowctl.config import Settings
 from flowctl.engine.executors.base import TaskContext, executor_class
 from flowctl.engine.executors.http import HttpExecutor, retry_after
@@ -348,10 +349,23 @@ def test_a_slow_server_times_out(http_server: EchoServer) -> None:
     assert time.monotonic() - started < 2
 
 
-def test_rendered_values_are_checked() -> None:
-    assert "with.method" in failure({"url": "http://127.0.0.1:9/", "method": "FETCH"})
-    assert "with.timeout" in failure({"url": "http://127.0.0.1:9/", "timeout": "soon"})
-    assert failure({"url": "ftp://x/"}) == "with.url: must start with http:// or https://"
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("method", "FETCH", "with.method: 'FETCH' is not one of ['GET', 'POST', "),
+        ("timeout", "soon", "with.timeout: 'soon' is not valid under any of the given schemas"),
+        ("url", "ftp://x/", "with.url: 'ftp://x/' does not match "),
+    ],
+)
+def test_rendered_values_are_checked_before_any_request(
+    http_server: EchoServer, field: str, value: str, message: str
+) -> None:
+    with_ = {"url": f"{http_server.url}/x", field: "{{ params.value }}"}
+    ran = run_task("http", with_, params={"value": value})
+    assert ran.result.status is WorkflowStatus.FAILED
+    assert ran.error is not None and ran.error.startswith(f"task 'task': {message}")
+    assert ran.attempts == [(1, TaskStatus.FAILED)]  # not retried: it would fail again
+    assert http_server.requests == []
 
 
 # --- link-local and metadata addresses ---------------------------------------------------
@@ -442,12 +456,42 @@ def test_allow_link_local_lifts_the_check(http_server: EchoServer, connections: 
     assert "169.254.169.254" in connected_hosts(connections)
 
 
-# --- in a pipeline ------------------------------------------------------------------------
+# --- in a pipeline: what is retried ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "reply", "requests"),
+    [
+        ("/missing", Reply(404, "no such company"), 1),
+        ("/denied", Reply(403, "forbidden"), 1),
+        ("/bad", Reply(400, "bad request"), 1),
+        (METADATA, None, 0),
+    ],
+)
+def test_an_error_another_attempt_cannot_fix_is_not_retried(
+    http_server: EchoServer, path: str, reply: Reply | None, requests: int
+) -> None:
+    if reply is not None:
+        http_server.route(path, reply)
+    url = path if "://" in path else f"{http_server.url}{path}"
+    ran = run_task("http", {"url": url}, retries=3)
+    assert ran.result.status is WorkflowStatus.FAILED
+    assert ran.attempts == [(1, TaskStatus.FAILED)]
+    assert len(http_server.requests) == requests
+
+
+@pytest.mark.parametrize("status", [408, 500])
+def test_a_transient_error_is_retried_by_the_task(http_server: EchoServer, status: int) -> None:
+    http_server.route("/flaky", Reply(status, "try again"), Reply.of_json("ok"))
+    ran = run_task("http", {"url": f"{http_server.url}/flaky"}, retries=1)
+    assert ran.result.status is WorkflowStatus.COMPLETED, ran.result.error
+    assert ran.attempts == [(1, TaskStatus.FAILED), (2, TaskStatus.COMPLETED)]
+    assert ran.result.tasks["task"].output["json"] == "ok"
 
 
 def test_secrets_in_auth_stay_out_of_errors_and_checkpoints(http_server: EchoServer) -> None:
     def deny(request: Recorded) -> Reply:
-        return Reply(403, f"forbidden for {request.headers.get('authorization')}")
+        return Reply(500, f"cannot serve {request.headers.get('authorization')}")
 
     http_server.route("/deny", deny)
     text = textwrap.dedent(
@@ -476,7 +520,9 @@ def test_secrets_in_auth_stay_out_of_errors_and_checkpoints(http_server: EchoSer
 
     assert result.status is WorkflowStatus.FAILED
     error = result.tasks["call"].error
-    assert error is not None and "status 403 Forbidden: forbidden for Bearer ***" in error
+    assert (
+        error is not None and "status 500 Internal Server Error: cannot serve Bearer ***" in error
+    )
     assert len(http_server.requests_to("/deny")) == 2  # the task's retry
     assert http_server.requests[0].headers["authorization"] == f"Bearer {TOKEN}"
     checkpoints = history.checkpoints(record.id)

@@ -20,9 +20,15 @@ from typing import Any
 import pytest
 from servers.chat_completions import ChatServer, Reply, chat_server
 
+from executors.one_task import run_task
 from flowctl.config import Settings
 from flowctl.engine.executors.base import TaskContext, executor_class
-from flowctl.engine.executors.llm import PLACEHOLDER_API_KEY, SCHEMA_INSTRUCTION, LlmExecutor
+from flowctl.engine.executors.llm import (
+    PLACEHOLDER_API_KEY,
+    SCHEMA_INSTRUCTION,
+    LlmExecutor,
+    _Call,
+)
 from flowctl.engine.local import Runner, new_execution
 from flowctl.engine.params import resolve_params
 from flowctl.engine.secrets import Secrets
@@ -229,8 +235,11 @@ def test_an_invalid_response_schema_fails_before_any_request(chat_server: ChatSe
 
 
 def test_rendered_values_are_checked_against_the_schema(chat_server: ChatServer) -> None:
-    message = fails(ask(chat_server, prompt="x", temperature="hot"))
-    assert message == "with.temperature: 'hot' is not of type 'number'"
+    with_ = ask(chat_server, prompt="x", temperature="{{ params.temperature }}")
+    ran = run_task("llm", with_, params={"temperature": "hot"})
+    assert ran.result.status is WorkflowStatus.FAILED
+    assert ran.error == "task 'task': with.temperature: 'hot' is not of type 'number'"
+    assert ran.attempts == [(1, TaskStatus.FAILED)]
     assert chat_server.requests == []
 
 
@@ -278,14 +287,48 @@ def test_an_unreachable_server_is_named() -> None:
         asyncio.run(main())
 
 
+# --- in a pipeline: what is retried ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "message"),
+    [
+        (400, "'temperature' is not supported with this model"),
+        (401, "Incorrect API key provided"),
+        (403, "Country, region, or territory not supported"),
+        (404, "The model `gpt-test` does not exist"),
+        (422, "Unprocessable"),
+    ],
+)
+def test_an_answer_another_attempt_would_get_again_is_not_retried(
+    chat_server: ChatServer, status: int, message: str
+) -> None:
+    chat_server.reply(Reply.failure(status, message), "never asked")
+    ran = run_task("llm", ask(chat_server, prompt="x"), retries=3)
+    assert ran.result.status is WorkflowStatus.FAILED
+    assert ran.error == f"'gpt-test' at {chat_server.base_url} answered HTTP {status}: {message}"
+    assert ran.attempts == [(1, TaskStatus.FAILED)]
+    assert len(chat_server.requests) == 1
+
+
+def test_a_timeout_is_retried_by_the_task(chat_server: ChatServer) -> None:
+    chat_server.reply(Reply("late", delay=1), "in time")
+    ran = run_task("llm", ask(chat_server, prompt="x", timeout="200ms"), retries=1)
+    assert ran.result.status is WorkflowStatus.COMPLETED, ran.result.error
+    assert ran.attempts == [(1, TaskStatus.FAILED), (2, TaskStatus.COMPLETED)]
+    assert ran.checkpoints[0].error == (
+        f"'gpt-test' at {chat_server.base_url} did not answer within 0.2s (timeout)"
+    )
+    assert ran.result.tasks["task"].output["text"] == "in time"
+
+
 # --- API keys ----------------------------------------------------------------------------
 
 
 def test_a_rejected_key_is_not_retried_and_never_shown(chat_server: ChatServer) -> None:
-    # Some servers quote the whole key back; the default key comes from OPENAI_API_KEY.
+    # Some servers quote the whole key back.
     chat_server.reply(Reply.failure(401, f"Incorrect API key provided: {KEY}."))
-    params = {"base_url": chat_server.base_url, "model": "gpt-test", "prompt": "x"}
-    message = fails(params, Settings(openai_api_key=KEY))
+    message = fails(ask(chat_server, prompt="x"))
     assert message == (
         f"'gpt-test' at {chat_server.base_url} answered HTTP 401: Incorrect API key provided: ***."
     )
@@ -305,6 +348,41 @@ def test_ollama_needs_no_key(chat_server: ChatServer) -> None:
     assert (output["text"], output["model"]) == ("llama says hi", "llama3.1")
     [request] = chat_server.requests
     assert request.headers["authorization"] == f"Bearer {PLACEHOLDER_API_KEY}"
+
+
+def test_the_openai_api_key_setting_never_reaches_another_server(chat_server: ChatServer) -> None:
+    settings = Settings(openai_api_key=KEY)
+    params = {"base_url": chat_server.base_url, "model": "llama3.1", "prompt": "hi"}
+    call(params, settings)
+    ran = run_task("llm", params, settings=settings)
+    assert ran.result.status is WorkflowStatus.COMPLETED, ran.result.error
+    given = run_task(
+        "llm", {**params, "api_key": "{{ secrets.LLM_KEY }}"}, secrets={"LLM_KEY": KEY}
+    )
+    assert given.result.status is WorkflowStatus.COMPLETED, given.result.error
+    sent = [r.headers["authorization"] for r in chat_server.requests]
+    assert sent == [f"Bearer {PLACEHOLDER_API_KEY}"] * 2 + [f"Bearer {KEY}"]
+
+
+@pytest.mark.parametrize(
+    ("base_url", "gets_the_setting"),
+    [
+        (None, True),
+        ("https://api.openai.com/v1", True),
+        ("https://eu.api.openai.com/v1", True),
+        ("https://my-resource.openai.azure.com/openai/v1", True),
+        ("http://localhost:11434/v1", False),
+        ("https://api.openai.com.example.net/v1", False),
+        ("https://notopenai.com/v1", False),
+        ("https://openai.azure.com.evil.example/v1", False),
+    ],
+)
+def test_the_openai_api_key_setting_is_for_openai_hosts_only(
+    base_url: str | None, gets_the_setting: bool
+) -> None:
+    params = {"model": "m", "prompt": "x", **({"base_url": base_url} if base_url else {})}
+    api_key = _Call.from_params(params, "sk-from-environment").api_key
+    assert api_key == ("sk-from-environment" if gets_the_setting else PLACEHOLDER_API_KEY)
 
 
 @pytest.mark.parametrize("base_url", [None, "https://api.openai.com/v1"])

@@ -16,9 +16,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytesseract
 import pytest
 from PIL import Image, ImageDraw, ImageFont
 
+from executors.one_task import run_task
 from flowctl.config import Settings
 from flowctl.engine.executors.base import TaskContext, executor_class
 from flowctl.engine.executors.ocr import MAX_BYTES, OcrExecutor
@@ -28,7 +30,7 @@ from flowctl.engine.spec.compile import compile_document
 from flowctl.engine.spec.load import load_text
 from flowctl.engine.spec.validate import validate_document
 from flowctl.engine.state.history import MemoryHistory
-from flowctl.engine.states import WorkflowStatus
+from flowctl.engine.states import TaskStatus, WorkflowStatus
 from flowctl.errors import ExecutorError
 
 FLOWCTL = Path(sys.executable).parent / "flowctl"
@@ -247,16 +249,38 @@ def test_refuses_more_pages_than_the_limit(root: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("options", "message"),
+    ("option", "value", "message"),
     [
-        ({"lang": "eng; rm"}, "lang must look like 'eng' or 'eng+deu'"),
-        ({"psm": 14}, "psm must be an integer from 0 to 13"),
-        ({"psm": "6 --tessdata-dir /tmp"}, "psm must be an integer"),
-        ({"pages": [0]}, "pages must be a list of page numbers >= 1"),
-        ({"pages": 2}, "pages must be a list"),
+        ("lang", "eng; rm", "with.lang: 'eng; rm' does not match "),
+        ("psm", 14, "with.psm: 14 is greater than the maximum of 13"),
+        ("psm", "6 --tessdata-dir /tmp", "with.psm: '6 --tessdata-dir /tmp' is not of type"),
+        ("pages", [0], "with.pages[0]: 0 is less than the minimum of 1"),
+        ("pages", 2, "with.pages: 2 is not of type 'array'"),
     ],
 )
-def test_refuses_bad_options(root: Path, options: dict[str, Any], message: str) -> None:
+def test_refuses_bad_options_before_reading(
+    root: Path, option: str, value: Any, message: str
+) -> None:
+    (root / "scan.png").write_bytes(encoded(page(FIRST), "PNG"))
+    with_ = {"source": "scan.png", option: "{{ params.value }}"}
+    ran = run_task("ocr", with_, params={"value": value}, pipeline_dir=root)
+    assert ran.result.status is WorkflowStatus.FAILED
+    assert ran.error is not None and ran.error.startswith(f"task 'task': {message}")
+    assert ran.attempts == [(1, TaskStatus.FAILED)]
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"lang": "eng\n"}, "lang must look like 'eng' or 'eng+deu'"),  # `$` allows a newline
+        ({"lang": "eng; rm"}, "lang must look like 'eng' or 'eng+deu'"),
+        ({"psm": "6 --tessdata-dir /tmp"}, "psm must be an integer from 0 to 13"),
+    ],
+)
+def test_the_command_line_options_are_checked_by_the_executor_too(
+    root: Path, options: dict[str, Any], message: str
+) -> None:
+    """`lang` and `psm` reach Tesseract's command line: checked again where they are used."""
     assert message in failure(root, "scan.png", **options)
 
 
@@ -276,6 +300,51 @@ def test_a_missing_tesseract_says_how_to_install_it(
 
 
 # -- in pipelines ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ("missing.png", "source 'missing.png' does not exist"),
+        ("../outside.png", "source '../outside.png' is outside the allowed folders"),
+        ("notes.txt", "source 'notes.txt' is not a PNG, JPEG, TIFF or PDF file"),
+    ],
+)
+def test_an_error_another_attempt_cannot_fix_is_not_retried(
+    root: Path, source: str, message: str
+) -> None:
+    (root / "notes.txt").write_text("plain words, not an image", encoding="utf-8")
+    ran = run_task("ocr", {"source": source}, retries=3, pipeline_dir=root)
+    assert ran.result.status is WorkflowStatus.FAILED
+    assert ran.error is not None and ran.error.startswith(message)
+    assert ran.attempts == [(1, TaskStatus.FAILED)]
+
+
+def test_a_missing_language_pack_is_not_retried(root: Path) -> None:
+    (root / "scan.png").write_bytes(encoded(page(FIRST), "PNG"))
+    ran = run_task("ocr", {"source": "scan.png", "lang": "zzz"}, retries=3, pipeline_dir=root)
+    assert ran.error is not None and ran.error.startswith("Tesseract has no language data")
+    assert ran.attempts == [(1, TaskStatus.FAILED)]
+
+
+def test_a_failed_tesseract_run_is_retried(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (root / "scan.png").write_bytes(encoded(page(FIRST), "PNG"))
+    real = pytesseract.image_to_data
+    calls: list[int] = []
+
+    def flaky(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 1:
+            raise pytesseract.TesseractError(-9, "killed")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pytesseract, "image_to_data", flaky)
+    ran = run_task("ocr", {"source": "scan.png"}, retries=1, pipeline_dir=root)
+    assert ran.result.status is WorkflowStatus.COMPLETED, ran.result.error
+    assert ran.attempts == [(1, TaskStatus.FAILED), (2, TaskStatus.COMPLETED)]
+    assert ran.checkpoints[0].error == "tesseract failed on page 1: killed"
+    assert FIRST in normalized(ran.result.tasks["task"].output["text"])
+
 
 PIPELINE = """\
 apiVersion: flowctl/v1

@@ -20,9 +20,11 @@ from uuid import UUID
 import pytest
 from sqlalchemy import create_engine, make_url, text
 
+from executors.one_task import run_task
 from flowctl.config import Settings
 from flowctl.engine.executors.base import TaskContext, executor_class
 from flowctl.engine.executors.sql import SqlExecutor, json_safe
+from flowctl.engine.states import TaskStatus, WorkflowStatus
 from flowctl.errors import ExecutorError
 
 PASSWORD = "s3cr3t-pw-42"
@@ -383,12 +385,59 @@ def test_unknown_and_malformed_connections() -> None:
 
 def test_rendered_inputs_are_checked(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'x.db'}"
-    with pytest.raises(ExecutorError, match="invalid sql input at parameters"):
-        run({"connection": url, "statement": "select :a", "parameters": "a=1"})
+    with_ = {"connection": url, "statement": "select :a", "parameters": "{{ params.p }}"}
+    ran = run_task("sql", with_, params={"p": "a=1"})
+    assert ran.result.status is WorkflowStatus.FAILED
+    assert ran.error == "task 'task': with.parameters: 'a=1' is not of type 'object', 'array'"
+    assert ran.attempts == [(1, TaskStatus.FAILED)]
     with pytest.raises(ExecutorError, match="list containing int"):
         run({"connection": url, "statement": "select :a", "parameters": [1]})
     with pytest.raises(ExecutorError, match="bind parameter 'b'"):
         run({"connection": url, "statement": "select :a, :b", "parameters": {"a": 1}})
+
+
+# --- in a pipeline: what is retried ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("statement", "message"),
+    [
+        ("insert into items (id, name) values (1, 'again')", "unique"),  # IntegrityError
+        ("insert into items (id, name) values (2, null)", "null"),  # IntegrityError
+        ("select nme from items", "nme"),  # PostgreSQL: ProgrammingError
+    ],
+    ids=["unique", "not-null", "unknown-column"],
+)
+def test_statements_the_database_refuses_are_not_retried(
+    items: str, statement: str, message: str
+) -> None:
+    ran = run_task("sql", {"connection": items, "statement": statement}, retries=3)
+    assert ran.result.status is WorkflowStatus.FAILED
+    assert ran.error is not None and message in ran.error.lower()
+    if statement.startswith("select") and items.startswith("sqlite"):
+        # SQLite reports it as an OperationalError, which may be transient: retried.
+        assert [attempt for attempt, _ in ran.attempts] == [1, 2, 3, 4]
+    else:
+        assert ran.attempts == [(1, TaskStatus.FAILED)]
+
+
+@pytest.mark.parametrize(
+    "connection",
+    ["lake", "not a url", "nosuch://host/db"],
+    ids=["unknown-name", "malformed", "unknown-dialect"],
+)
+def test_a_connection_that_cannot_work_is_not_retried(connection: str) -> None:
+    ran = run_task("sql", {"connection": connection, "statement": "select 1"}, retries=3)
+    assert ran.result.status is WorkflowStatus.FAILED
+    assert ran.attempts == [(1, TaskStatus.FAILED)]
+
+
+def test_a_connection_failure_is_retried(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'no-such-folder' / 'x.db'}"
+    ran = run_task("sql", {"connection": url, "statement": "select 1"}, retries=2)
+    assert ran.result.status is WorkflowStatus.FAILED
+    assert ran.error is not None and ran.error.startswith(f"cannot connect to {url}")
+    assert ran.attempts == [(1, TaskStatus.FAILED), (2, TaskStatus.FAILED), (3, TaskStatus.FAILED)]
 
 
 # --- lifetime ----------------------------------------------------------------------------

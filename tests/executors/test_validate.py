@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from sqlalchemy import create_engine, text
 
+from executors.one_task import run_task
 from flowctl.config import Settings
 from flowctl.engine.executors.base import TaskContext, executor_class
 from flowctl.engine.executors.validate import ValidateExecutor
@@ -116,8 +117,11 @@ def test_fail_on_invalid_fails_with_the_errors() -> None:
 
 
 def test_rendered_inputs_are_checked() -> None:
-    with pytest.raises(ExecutorError, match="invalid validate input at fail_on_invalid"):
-        run({"data": 1, "schema": {}, "fail_on_invalid": "yes"})
+    with_ = {"data": 1, "schema": {}, "fail_on_invalid": "{{ params.strict }}"}
+    ran = run_task("validate", with_, params={"strict": "yes"})
+    assert ran.result.status is WorkflowStatus.FAILED
+    assert ran.error == "task 'task': with.fail_on_invalid: 'yes' is not of type 'boolean'"
+    assert ran.attempts == [(1, TaskStatus.FAILED)]
 
 
 # --- schema files ----------------------------------------------------------------------
@@ -238,6 +242,68 @@ def test_a_model_that_cannot_be_found(models: str) -> None:
         run({"data": {}, "model": f"{models}:NOT_A_MODEL"})
     with pytest.raises(ExecutorError, match="found nothing"):
         run({"data": {}, "model": f"{models}:Missing"})
+
+
+# --- in a pipeline: what is retried ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("with_", "message"),
+    [
+        (
+            {"data": {"total": "x"}, "schema": INVOICE, "fail_on_invalid": True},
+            "data is invalid (2 errors)",
+        ),
+        ({"data": 1, "schema": {"type": "integr"}}, "schema is not a valid JSON Schema"),
+        ({"data": 1, "schema": "../elsewhere.json"}, "schema file '../elsewhere.json' is outside"),
+        ({"data": 1, "schema": "missing.json"}, "schema file 'missing.json' not found"),
+        ({"data": 1, "model": "nowhere.mod:X"}, "cannot import model 'nowhere.mod:X'"),
+    ],
+    ids=["fail-on-invalid", "bad-schema", "outside", "missing", "unknown-model"],
+)
+def test_an_error_another_attempt_cannot_fix_is_not_retried(
+    tmp_path: Path, with_: dict[str, Any], message: str
+) -> None:
+    pipelines = tmp_path / "pipelines"
+    pipelines.mkdir()
+    (tmp_path / "elsewhere.json").write_text("{}")
+    ran = run_task("validate", with_, retries=3, pipeline_dir=pipelines)
+    assert ran.result.status is WorkflowStatus.FAILED
+    assert ran.error is not None and ran.error.startswith(message)
+    assert ran.attempts == [(1, TaskStatus.FAILED)]
+
+
+CATALOGUE = """\
+from pydantic import BaseModel, field_validator
+
+LOOKUPS: list[str] = []
+
+
+class Line(BaseModel):
+    sku: str
+
+    @field_validator("sku")
+    @classmethod
+    def known(cls, sku: str) -> str:
+        LOOKUPS.append(sku)
+        if len(LOOKUPS) == 1:
+            raise ConnectionError("the catalogue did not answer")
+        return sku
+"""
+
+
+def test_an_error_raised_by_a_model_is_retried(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A model may look things up: anything but invalid data may work the next time."""
+    module = f"catalogue_{tmp_path.name.replace('-', '_')}"
+    (tmp_path / f"{module}.py").write_text(CATALOGUE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    ran = run_task("validate", {"data": {"sku": "a"}, "model": f"{module}:Line"}, retries=1)
+    assert ran.result.status is WorkflowStatus.COMPLETED, ran.result.error
+    assert ran.attempts == [(1, TaskStatus.FAILED), (2, TaskStatus.COMPLETED)]
+    assert ran.checkpoints[0].error == "the catalogue did not answer"
+    assert ran.result.tasks["task"].output == {"valid": True, "errors": [], "data": {"sku": "a"}}
 
 
 # --- whole pipelines -------------------------------------------------------------------

@@ -8,7 +8,9 @@ What it promises, beyond sending the request:
   here, one checked hop at a time, never by httpx;
 - a body larger than `max_response_bytes` fails the attempt without being read to its end;
 - 429, 502, 503 and 504 are retried a few times, honouring Retry-After; anything else
-  fails the attempt, and the task's own `retries` (the orchestrator's) take over;
+  fails the attempt, and the task's own `retries` (the orchestrator's) take over, except
+  for what another attempt cannot fix (a refused address, a bad URL, a 4xx status other
+  than 408, 425 and 429): those fail the task at once (`retryable=False`);
 - credentials never appear in an error or in the output: messages name the URL without
   its userinfo and query, and the credentials' values are redacted from what a server
   echoes back. No cookie is kept between requests.
@@ -30,7 +32,7 @@ from datetime import UTC, datetime
 from http import HTTPStatus
 from http.cookiejar import Cookie, CookieJar, DefaultCookiePolicy
 from ipaddress import IPv4Address, IPv6Address, ip_address, ip_network
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 from urllib.request import Request as UrllibRequest
 
 import httpx
@@ -41,13 +43,11 @@ from flowctl.engine.spec.compile import parse_duration
 from flowctl.errors import ExecutorError
 from flowctl.schemas import load_schema
 
-if TYPE_CHECKING:
-    from jsonschema import Draft202012Validator
-    from jsonschema.exceptions import ValidationError
-
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_MAX_RESPONSE_BYTES = 10 * 1024 * 1024
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
+# 4xx statuses that another attempt may not get again; any other 4xx fails the task at once.
+TRANSIENT_CLIENT_STATUSES = frozenset({408, 425, 429})
 MAX_RETRIES = 3  # after the first request: four requests at most
 RETRY_BACKOFF = 0.25  # seconds before the first retry when there is no Retry-After; doubles
 MAX_RETRY_AFTER = 60.0  # a longer wait is left to the task's retries, not a blocked attempt
@@ -102,18 +102,17 @@ class _Call:
 class HttpExecutor(BaseExecutor):
     name: ClassVar[str] = "http"
     with_schema: ClassVar[dict[str, Any]] = load_schema("executors/http")
-    _validator: ClassVar[Draft202012Validator | None] = None
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
         self._client: httpx.AsyncClient | None = None  # made by the first request
 
     async def run(self, ctx: TaskContext, params: dict[str, Any]) -> Any:
-        call = _read_call(params, self._validated(params), ctx.secrets)
+        call = _read_call(params, ctx.secrets)
         try:
             return await self._run(call)
         except ExecutorError as error:
-            raise ExecutorError(call.redact(str(error))) from None
+            raise ExecutorError(call.redact(str(error)), retryable=error.retryable) from None
         except httpx.HTTPError as error:  # while reading a body, say
             detail = str(error) or type(error).__name__
             message = f"{call.method} {safe_url(call.url)}: {detail}"
@@ -144,7 +143,10 @@ class HttpExecutor(BaseExecutor):
                 if wait is None:
                     wait = random.uniform(0.5, 1.0) * RETRY_BACKOFF * 2**retry
             if wait is None or wait > MAX_RETRY_AFTER:
-                raise ExecutorError(_status_message(call, response, body, retry + 1, wait))
+                raise ExecutorError(
+                    _status_message(call, response, body, retry + 1, wait),
+                    retryable=not _is_permanent(status),
+                )
             await asyncio.sleep(wait)
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -165,7 +167,9 @@ class HttpExecutor(BaseExecutor):
                 timeout=httpx.Timeout(call.timeout),
             )
         except (httpx.InvalidURL, TypeError, ValueError) as error:
-            raise ExecutorError(f"{call.method} {safe_url(call.url)}: {error}") from None
+            raise ExecutorError(
+                f"{call.method} {safe_url(call.url)}: {error}", retryable=False
+            ) from None
         for _ in range(MAX_REDIRECTS + 1):
             await self._check_hop(call, request.url)
             try:
@@ -220,7 +224,8 @@ class HttpExecutor(BaseExecutor):
                 shown = host if str(address) == host else f"{host!r} ({address})"
                 raise ExecutorError(
                     f"{call.method} {safe_url(url)}: refused to connect to {shown}: link-local "
-                    "and cloud metadata addresses are refused unless allow_link_local is true"
+                    "and cloud metadata addresses are refused unless allow_link_local is true",
+                    retryable=False,
                 )
 
     async def _resolve(self, host: str, port: int) -> list[IPv4Address | IPv6Address]:
@@ -239,33 +244,21 @@ class HttpExecutor(BaseExecutor):
             )
         return self._client
 
-    @classmethod
-    def _validated(cls, params: dict[str, Any]) -> dict[str, Any]:
-        """Rendered values are only known now: check them against the schema again."""
-        if cls._validator is None:
-            from jsonschema import Draft202012Validator
-
-            cls._validator = Draft202012Validator(cls.with_schema)
-        error = next(iter(cls._validator.iter_errors(params)), None)
-        if error is not None:
-            where = "".join(f"[{p!r}]" if isinstance(p, int) else f".{p}" for p in error.path)
-            raise ExecutorError(f"with{where}: {_schema_message(error)}")
-        return params
-
 
 # -- reading `with:` ---------------------------------------------------------------------
 
 
-def _read_call(params: dict[str, Any], checked: dict[str, Any], secrets: Iterable[str]) -> _Call:
-    headers = {str(k): str(v) for k, v in (checked.get("headers") or {}).items()}
+def _read_call(params: dict[str, Any], secrets: Iterable[str]) -> _Call:
+    """The call a `with:` block describes; the orchestrator has checked it against the schema."""
+    headers = {str(k): str(v) for k, v in (params.get("headers") or {}).items()}
     hidden = [v for v in secrets if len(v) >= 3]
     hidden += [v for k, v in headers.items() if k.lower() in ("authorization", "cookie")]
     url = str(params["url"])
     try:
         parsed = httpx.URL(url)
     except httpx.InvalidURL as error:
-        raise ExecutorError(f"with.url: {error}") from None
-    auth = checked.get("auth")
+        raise ExecutorError(f"with.url: {error}", retryable=False) from None
+    auth = params.get("auth")
     if parsed.userinfo:  # sent as basic credentials by us, so that we know what to redact
         url = str(_without_userinfo(parsed))
         hidden.append(parsed.password)
@@ -283,37 +276,27 @@ def _read_call(params: dict[str, Any], checked: dict[str, Any], secrets: Iterabl
             hidden += [password, blob]
         headers = {k: v for k, v in headers.items() if k.lower() != "authorization"}
         headers["Authorization"] = header
-    timeout = checked.get("timeout", DEFAULT_TIMEOUT)
+    timeout = params.get("timeout", DEFAULT_TIMEOUT)
     try:
         seconds = parse_duration(timeout)
     except ValueError as error:
-        raise ExecutorError(f"with.timeout: {error}") from None
-    expect = checked.get("expect_status")
+        raise ExecutorError(f"with.timeout: {error}", retryable=False) from None
+    expect = params.get("expect_status")
     return _Call(
-        method=checked.get("method", "GET"),
+        method=params.get("method", "GET"),
         url=url,
         headers=headers,
-        params=checked.get("params"),
-        json=checked.get("json"),
-        has_json="json" in checked,
-        body=checked.get("body"),
+        params=params.get("params"),
+        json=params.get("json"),
+        has_json="json" in params,
+        body=params.get("body"),
         timeout=seconds,
         expect_status=None if expect is None else frozenset(expect),
-        response=checked.get("response"),
-        max_response_bytes=checked.get("max_response_bytes", DEFAULT_MAX_RESPONSE_BYTES),
-        allow_link_local=bool(checked.get("allow_link_local", False)),
+        response=params.get("response"),
+        max_response_bytes=params.get("max_response_bytes", DEFAULT_MAX_RESPONSE_BYTES),
+        allow_link_local=bool(params.get("allow_link_local", False)),
         hidden=tuple(sorted({v for v in hidden if v}, key=len, reverse=True)),
     )
-
-
-def _schema_message(error: ValidationError) -> str:
-    """jsonschema quotes the offending value: not when it may hold credentials."""
-    first = error.path[0] if error.path else None
-    if first == "url" and error.validator == "pattern":
-        return "must start with http:// or https://"
-    if first in ("url", "auth", "headers") or error.validator in ("oneOf", "not"):
-        return f"does not match the schema ({error.validator})"
-    return error.message
 
 
 # -- reading the response ----------------------------------------------------------------
@@ -381,6 +364,11 @@ def _decode(response: httpx.Response, body: bytes) -> str:
         return body.decode(response.charset_encoding or "utf-8", errors="replace")
     except LookupError:  # an unknown charset
         return body.decode("utf-8", errors="replace")
+
+
+def _is_permanent(status: int) -> bool:
+    """A status another attempt would get again (not in `expect_status`, checked before)."""
+    return 400 <= status < 500 and status not in TRANSIENT_CLIENT_STATUSES
 
 
 def _status_message(

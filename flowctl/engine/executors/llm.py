@@ -7,8 +7,11 @@ server refuses that), parsed and checked with jsonschema; an answer that is not 
 sent back once, with the error, for a corrected one.
 
 The openai client retries 429 and 5xx answers itself, honouring Retry-After; retrying the
-whole task stays the orchestrator's job. The API key is sent in the request and nowhere
-else: every error is scrubbed of it before it is raised.
+whole task stays the orchestrator's job, except after answers another attempt would get
+again (400, 401, 403, 404, 422), which fail the task at once. The API key is sent in the
+request and nowhere else: every error is scrubbed of it before it is raised. The
+OPENAI_API_KEY setting is a default for OpenAI's own hosts only, so that it never reaches
+another server unless a pipeline gives it as `api_key`.
 """
 
 from __future__ import annotations
@@ -39,8 +42,10 @@ SCHEMA_INSTRUCTION = "Answer with one JSON value, and nothing else, that matches
 REPAIR_REQUEST = "{problem}\nAnswer again with only the corrected JSON."
 _FENCED = re.compile(r"^```[a-zA-Z]*[ \t]*\n(.*?)\n?```$", re.S)
 _MAX_QUOTED = 300  # characters of a server's message or a validation error kept in errors
-
-_WITH_VALIDATOR = jsonschema.Draft202012Validator(load_schema("executors/llm"))
+# Statuses another attempt would get again: the task fails without using its retries.
+PERMANENT_STATUSES = frozenset({400, 401, 403, 404, 422})
+# Hosts that get the OPENAI_API_KEY setting when `api_key` is not given (and need a key).
+OPENAI_HOST_SUFFIXES = (".openai.com", ".openai.azure.com")
 
 
 class LlmExecutor(BaseExecutor):
@@ -58,7 +63,8 @@ class LlmExecutor(BaseExecutor):
         try:
             return await self._run(call)
         except ExecutorError as error:
-            raise ExecutorError(_redact(str(error), call.api_key)) from None
+            message = _redact(str(error), call.api_key)
+            raise ExecutorError(message, retryable=error.retryable) from None
         except Exception as error:  # whatever it is, its message must not carry the key
             message = f"{type(error).__name__}: {error}"
             raise ExecutorError(_redact(message, call.api_key)) from None
@@ -107,7 +113,11 @@ class LlmExecutor(BaseExecutor):
             completion = await _create(client, call, messages, {"type": "json_object"})
             return _checked(completion, call)
         except (TimeoutError, openai.OpenAIError) as error:
-            raise ExecutorError(_describe(error, call, self.max_retries)) from None
+            permanent = (
+                isinstance(error, openai.APIStatusError) and error.status_code in PERMANENT_STATUSES
+            )
+            message = _describe(error, call, self.max_retries)
+            raise ExecutorError(message, retryable=not permanent) from None
         except ValueError:  # a body that is not JSON
             raise ExecutorError(_not_a_completion(call)) from None
 
@@ -138,18 +148,19 @@ class _Call:
 
     @classmethod
     def from_params(cls, params: dict[str, Any], default_key: str | None) -> _Call:
-        # Expressions are rendered after validation: check their values here.
-        error = best_match(_WITH_VALIDATOR.iter_errors(params))
+        """`params` has been checked against the `with:` schema by the orchestrator.
+
+        `default_key` (the OPENAI_API_KEY setting) is used for OpenAI's hosts only.
+        """
         base_url = str(params.get("base_url") or OPENAI_BASE_URL).rstrip("/")
-        api_key = str(params.get("api_key") or default_key or "")
-        if error is not None:
-            where = error.json_path.replace("$", "with", 1)
-            raise ExecutorError(_redact(f"{where}: {_shorten(error.message)}", api_key))
+        openai_host = _is_openai(base_url)
+        api_key = str(params.get("api_key") or (default_key if openai_host else "") or "")
         if not api_key:
-            if _is_openai(base_url):
+            if openai_host:
                 raise ExecutorError(
                     f"no API key for {base_url}: set `api_key` (normally "
-                    '"{{ secrets.OPENAI_API_KEY }}") or the OPENAI_API_KEY variable'
+                    '"{{ secrets.OPENAI_API_KEY }}") or the OPENAI_API_KEY variable',
+                    retryable=False,
                 )
             api_key = PLACEHOLDER_API_KEY
         schema = params.get("response_schema")
@@ -158,7 +169,8 @@ class _Call:
                 jsonschema.validators.validator_for(schema).check_schema(schema)
             except jsonschema.SchemaError as invalid:
                 raise ExecutorError(
-                    f"response_schema is not a valid JSON Schema: {_shorten(invalid.message)}"
+                    f"response_schema is not a valid JSON Schema: {_shorten(invalid.message)}",
+                    retryable=False,
                 ) from None
         timeout = params.get("timeout")
         return cls(
@@ -321,8 +333,9 @@ def _server_message(error: openai.APIStatusError) -> str:
 
 
 def _is_openai(base_url: str) -> bool:
+    """OpenAI's own API (api.openai.com) or an Azure OpenAI resource."""
     host = urlsplit(base_url).hostname or ""
-    return host == "openai.com" or host.endswith(".openai.com")
+    return host == "openai.com" or host.endswith(OPENAI_HOST_SUFFIXES)
 
 
 def _redact(text: str, api_key: str) -> str:

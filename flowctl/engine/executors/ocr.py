@@ -8,6 +8,10 @@ run through pytesseract, in a thread, so the event loop never waits on it.
 
 The output is plain JSON: `text`, `pages` (`page`, `text`, `confidence`), `confidence`
 (the mean word confidence, 0-100) and `language`.
+
+What another attempt cannot fix fails the task at once (`retryable=False`): a path outside
+the allowed roots or missing, a source that is not a supported format, a limit exceeded,
+Tesseract or a language pack not installed. A failed Tesseract run may be retried.
 """
 
 from __future__ import annotations
@@ -41,7 +45,7 @@ PAGE_TIMEOUT = 300  # seconds of Tesseract per page: a cancelled task cannot sto
 IMAGE_FORMATS = ("PNG", "JPEG", "TIFF")
 KINDS = "a PNG, JPEG, TIFF or PDF"
 
-_LANG = re.compile(r"^[a-z_]+(\+[a-z_]+)*$")
+_LANG = re.compile(r"[a-z_]+(\+[a-z_]+)*")  # fullmatch: no trailing newline either
 _BASE64 = re.compile(r"^[A-Za-z0-9+/\-_]+={0,2}$")
 _MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 _LONGEST_PATH = 4096
@@ -63,19 +67,23 @@ class OcrOptions:
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> OcrOptions:
-        """Checks the rendered values: `lang` and `psm` end up on Tesseract's command line."""
+        """The options of a `with:` block the orchestrator checked against the schema.
+
+        `lang` and `psm` end up on Tesseract's command line: they are checked once more
+        here, so that nothing else can ever get there.
+        """
         lang = params.get("lang", "eng")
-        if not isinstance(lang, str) or not _LANG.match(lang):
-            raise ExecutorError(f"lang must look like 'eng' or 'eng+deu', got {lang!r}")
+        if not isinstance(lang, str) or not _LANG.fullmatch(lang):
+            raise ExecutorError(
+                f"lang must look like 'eng' or 'eng+deu', got {lang!r}", retryable=False
+            )
         psm = params.get("psm")
         if psm is not None and (_not_int(psm) or not 0 <= psm <= 13):
-            raise ExecutorError(f"psm must be an integer from 0 to 13, got {psm!r}")
+            raise ExecutorError(
+                f"psm must be an integer from 0 to 13, got {psm!r}", retryable=False
+            )
         pages = params.get("pages")
-        if pages is not None:
-            if not isinstance(pages, list | tuple) or any(_not_int(n) or n < 1 for n in pages):
-                raise ExecutorError(f"pages must be a list of page numbers >= 1, got {pages!r}")
-            pages = tuple(sorted(set(pages)))
-        return cls(lang, psm, pages)
+        return cls(lang, psm, None if pages is None else tuple(sorted(set(pages))))
 
 
 class OcrExecutor(BaseExecutor):
@@ -118,7 +126,8 @@ class OcrExecutor(BaseExecutor):
             installed = ", ".join(sorted(self._languages)) or "none"
             raise ExecutorError(
                 f"Tesseract has no language data for {', '.join(map(repr, missing))} "
-                f"(installed: {installed}): install it with `apt-get install {packages}`"
+                f"(installed: {installed}): install it with `apt-get install {packages}`",
+                retryable=False,
             )
 
     async def _load(self, ctx: TaskContext, source: Any) -> tuple[bytes, str]:
@@ -132,7 +141,8 @@ class OcrExecutor(BaseExecutor):
                 keys = ", ".join(map(str, source)) or "none"
                 raise ExecutorError(
                     "a mapping source needs a base64 string under `base64` (as the http "
-                    f"executor's output has); its keys: {keys}"
+                    f"executor's output has); its keys: {keys}",
+                    retryable=False,
                 )
             data = self._decode_base64(encoded, "source `base64`")
             shown = f"source ({len(data):,} bytes from base64)"
@@ -148,18 +158,22 @@ class OcrExecutor(BaseExecutor):
         else:
             raise ExecutorError(
                 "source must be a file path, base64 text, a data: URI, bytes or a mapping "
-                f"with `base64`, got {_describe(source)}"
+                f"with `base64`, got {_describe(source)}",
+                retryable=False,
             )
         if not data:
-            raise ExecutorError(f"{shown} is empty")
+            raise ExecutorError(f"{shown} is empty", retryable=False)
         if len(data) > self.max_bytes:
-            raise ExecutorError(f"{shown} is more than the limit of {self.max_bytes:,} bytes")
+            raise ExecutorError(
+                f"{shown} is more than the limit of {self.max_bytes:,} bytes", retryable=False
+            )
         return data, shown
 
     async def _read_path(self, ctx: TaskContext, path: str) -> bytes:
         if len(path) > _LONGEST_PATH:
             raise ExecutorError(
-                f"source ({len(path):,} characters) is neither a file path nor base64 of {KINDS}"
+                f"source ({len(path):,} characters) is neither a file path nor base64 of {KINDS}",
+                retryable=False,
             )
         roots = allowed_roots(self.settings, ctx.pipeline_dir)
         real = await asyncio.to_thread(resolve_file, path, roots, what="source")
@@ -170,11 +184,13 @@ class OcrExecutor(BaseExecutor):
     def _decode_base64(self, text: str, shown: str) -> bytes:
         compact = "".join(text.split())
         if len(compact) * 3 // 4 > self.max_bytes + 2:
-            raise ExecutorError(f"{shown} is more than the limit of {self.max_bytes:,} bytes")
+            raise ExecutorError(
+                f"{shown} is more than the limit of {self.max_bytes:,} bytes", retryable=False
+            )
         try:
             return _b64decode(compact)
         except (binascii.Error, ValueError):
-            raise ExecutorError(f"{shown} is not valid base64") from None
+            raise ExecutorError(f"{shown} is not valid base64", retryable=False) from None
 
     def _maybe_base64(self, text: str) -> bytes | None:
         """Decoded bytes if `text` is base64 of a known format, None if it may be a path."""
@@ -185,17 +201,21 @@ class OcrExecutor(BaseExecutor):
         if _kind(data) is not None:
             return data
         if len(compact) > 256:  # no one names a file like this
-            raise ExecutorError(f"source looks like base64 but is not {KINDS}")
+            raise ExecutorError(f"source looks like base64 but is not {KINDS}", retryable=False)
         return None
 
     def _decode_data_uri(self, uri: str) -> bytes:
         header, comma, payload = uri.partition(",")
         if not comma:
-            raise ExecutorError("source is a data: URI without a comma before its data")
+            raise ExecutorError(
+                "source is a data: URI without a comma before its data", retryable=False
+            )
         if header.endswith(";base64"):
             return self._decode_base64(payload, "source (data: URI)")
         if len(payload) > self.max_bytes * 3:
-            raise ExecutorError(f"source (data: URI) is more than {self.max_bytes:,} bytes")
+            raise ExecutorError(
+                f"source (data: URI) is more than {self.max_bytes:,} bytes", retryable=False
+            )
         return urllib.parse.unquote_to_bytes(payload)
 
     def _select(self, count: int, wanted: Sequence[int] | None, shown: str) -> Sequence[int]:
@@ -206,13 +226,15 @@ class OcrExecutor(BaseExecutor):
             if absent:
                 raise ExecutorError(
                     f"{shown} has {count} page{'s' * (count != 1)}; "
-                    f"no page {', '.join(map(str, absent))}"
+                    f"no page {', '.join(map(str, absent))}",
+                    retryable=False,
                 )
             numbers = wanted
         if len(numbers) > self.max_pages:
             raise ExecutorError(
                 f"{shown} has {count} pages, more than the limit of {self.max_pages} "
-                "read by one task; choose some with `pages`"
+                "read by one task; choose some with `pages`",
+                retryable=False,
             )
         return numbers
 
@@ -276,7 +298,7 @@ class _ImageDocument:
             self._image = Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)
             self.page_count: int = getattr(self._image, "n_frames", 1)
         except UnidentifiedImageError:
-            raise ExecutorError(f"{shown} is not {KINDS} file") from None
+            raise ExecutorError(f"{shown} is not {KINDS} file", retryable=False) from None
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
             raise ExecutorError(f"cannot read the image {shown}: {error}") from None
 
@@ -292,7 +314,8 @@ class _ImageDocument:
             if width * height > MAX_PIXELS:
                 raise ExecutorError(
                     f"{where} is {width}x{height} pixels, more than the limit of "
-                    f"{MAX_PIXELS:,} pixels"
+                    f"{MAX_PIXELS:,} pixels",
+                    retryable=False,
                 )
             frame = ImageOps.exif_transpose(self._image)
         except (OSError, ValueError, SyntaxError, EOFError) as error:
@@ -329,7 +352,7 @@ def _installed_languages() -> frozenset[str]:
     try:
         return frozenset(pytesseract.get_languages())
     except (pytesseract.TesseractNotFoundError, FileNotFoundError):
-        raise ExecutorError(_INSTALL_TESSERACT) from None
+        raise ExecutorError(_INSTALL_TESSERACT, retryable=False) from None
 
 
 def _recognize(
@@ -347,7 +370,7 @@ def _recognize(
             image, lang=options.lang, config=" ".join(config), timeout=PAGE_TIMEOUT
         )
     except pytesseract.TesseractNotFoundError:
-        raise ExecutorError(_INSTALL_TESSERACT) from None
+        raise ExecutorError(_INSTALL_TESSERACT, retryable=False) from None
     except pytesseract.TesseractError as error:
         raise ExecutorError(f"tesseract failed on page {number}: {error.message}") from None
     except RuntimeError as error:  # pytesseract's timeout

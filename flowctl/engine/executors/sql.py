@@ -6,6 +6,10 @@ Contract:
 - Parameters are always bound by the driver, never interpolated into the SQL text.
 - `statements` run in one transaction: all of them commit, or none does.
 - Output: `{rows: [dict], rowcount}`; every value in `rows` is JSON-safe.
+- What another attempt cannot fix fails the task at once (`retryable=False`): an unknown
+  connection name, a malformed URL, an unknown dialect or missing driver, and statements
+  the database refuses as written (ProgrammingError, IntegrityError, DataError). A
+  connection failure or an OperationalError (a lock, a lost connection) may be retried.
 
 SQLAlchemy is synchronous, so the work of one task runs in a worker thread
 (`asyncio.to_thread`). One engine (and its connection pool) is kept per URL for the
@@ -19,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import functools
 import json
 import math
 import re
@@ -33,7 +36,6 @@ from typing import Any, ClassVar, Literal
 from urllib.parse import quote, quote_plus
 
 import sqlalchemy as sa
-from jsonschema import Draft202012Validator
 from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.pool import StaticPool
 
@@ -47,6 +49,8 @@ Fetch = Literal["all", "one", "none"]
 _CONNECTION_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _BACKGROUND = re.compile(r"\s*\(Background on this error at: [^)]*\)")
 _CANCEL_GRACE = 5.0  # seconds a cancelled attempt waits for its rollback
+# The database refused the statements as written: running them again gives the same error.
+_PERMANENT_ERRORS = (sa.exc.ProgrammingError, sa.exc.IntegrityError, sa.exc.DataError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +83,6 @@ class SqlExecutor(BaseExecutor):
         self._locks: dict[str, threading.Lock] = {}  # in-memory SQLite: one connection
 
     async def run(self, ctx: TaskContext, params: dict[str, Any]) -> Any:
-        _check_with(params)
         statements = _statements(params)
         target = self.resolve(params["connection"])
         engine, lock = self._engine(target)
@@ -110,7 +113,8 @@ class SqlExecutor(BaseExecutor):
         if not _CONNECTION_NAME.match(connection):
             raise ExecutorError(
                 "connection must be a SQLAlchemy URL (dialect+driver://…) or the name of a "
-                "FLOWCTL_CONN_<NAME> connection"
+                "FLOWCTL_CONN_<NAME> connection",
+                retryable=False,
             )
         known = self.settings.connections
         name = connection if connection in known else connection.upper()
@@ -118,7 +122,8 @@ class SqlExecutor(BaseExecutor):
             names = ", ".join(sorted(known)) or "none"
             raise ExecutorError(
                 f"unknown connection {connection!r}: set FLOWCTL_CONN_{connection.upper()} "
-                f"to its SQLAlchemy URL (known connections: {names})"
+                f"to its SQLAlchemy URL (known connections: {names})",
+                retryable=False,
             )
         return _parse_url(known[name], name)
 
@@ -138,7 +143,7 @@ def _parse_url(text: str, name: str | None) -> Target:
     try:
         url = sa.make_url(text)
     except (sa.exc.ArgumentError, ValueError):
-        raise ExecutorError(f"{what} is not a valid SQLAlchemy URL") from None
+        raise ExecutorError(f"{what} is not a valid SQLAlchemy URL", retryable=False) from None
     password = url.password
     hide: tuple[str, ...] = ()
     if password:
@@ -159,15 +164,17 @@ def _create_engine(target: Target) -> Engine:
         return sa.create_engine(url, **options)
     except sa.exc.NoSuchModuleError:
         raise ExecutorError(
-            f"{target.label}: unknown database dialect {url.drivername!r}"
+            f"{target.label}: unknown database dialect {url.drivername!r}", retryable=False
         ) from None
     except ImportError as error:
         raise ExecutorError(
             f"{target.label}: the driver for {url.drivername!r} is not installed "
-            f"({error.name or error})"
+            f"({error.name or error})",
+            retryable=False,
         ) from None
     except (sa.exc.ArgumentError, TypeError, ValueError) as error:
-        raise ExecutorError(f"{target.label}: {target.redact(_one_line(error))}") from None
+        message = f"{target.label}: {target.redact(_one_line(error))}"
+        raise ExecutorError(message, retryable=False) from None
 
 
 # -- the work, in a worker thread ---------------------------------------------------
@@ -225,7 +232,9 @@ class _Job:
                     if self._cancelled.is_set():
                         transaction.rollback()
             except sa.exc.SQLAlchemyError as error:  # the statements' errors are caught below
-                raise ExecutorError(f"sql commit failed: {self._message(error)}") from None
+                raise ExecutorError(
+                    f"sql commit failed: {self._message(error)}", retryable=_retryable(error)
+                ) from None
         return output
 
     def _statements(self, connection: Connection) -> dict[str, Any]:
@@ -257,11 +266,23 @@ class _Job:
                 rowcount = len(rows)
             except sa.exc.SQLAlchemyError as error:
                 where = f"statement {index} of {count}" if count > 1 else "statement"
-                raise ExecutorError(f"sql {where} failed: {self._message(error)}") from None
+                raise ExecutorError(
+                    f"sql {where} failed: {self._message(error)}", retryable=_retryable(error)
+                ) from None
         return {"rows": rows, "rowcount": rowcount}
 
     def _message(self, error: BaseException) -> str:
         return self.target.redact(_one_line(getattr(error, "orig", None) or error))
+
+
+def _retryable(error: sa.exc.SQLAlchemyError) -> bool:
+    """False when the statements themselves are wrong: bad SQL, a constraint, a bad value,
+    or a parameter SQLAlchemy refused before sending (a missing bind parameter)."""
+    if isinstance(error, _PERMANENT_ERRORS):
+        return False
+    return not (
+        isinstance(error, sa.exc.StatementError) and not isinstance(error, sa.exc.DBAPIError)
+    )
 
 
 def _quietly(call: Any) -> None:
@@ -275,19 +296,6 @@ def _one_line(error: BaseException) -> str:
 
 
 # -- inputs -----------------------------------------------------------------------------
-
-
-@functools.cache
-def _with_validator() -> Draft202012Validator:
-    return Draft202012Validator(SqlExecutor.with_schema)
-
-
-def _check_with(params: Mapping[str, Any]) -> None:
-    """Rendered values are checked here: `flowctl validate` could not see them."""
-    error = next(iter(_with_validator().iter_errors(params)), None)
-    if error is not None:
-        where = "/".join(str(part) for part in error.absolute_path) or "with"
-        raise ExecutorError(f"invalid sql input at {where}: {_short(error.message)}")
 
 
 def _statements(params: Mapping[str, Any]) -> list[Statement]:
@@ -313,12 +321,13 @@ def _bind(parameters: Any, index: int) -> dict[str, Any] | list[dict[str, Any]] 
             if not isinstance(row, Mapping):
                 raise ExecutorError(
                     f"statement {index}: parameters must be a mapping or a list of mappings, "
-                    f"got a list containing {type(row).__name__}"
+                    f"got a list containing {type(row).__name__}",
+                    retryable=False,
                 )
             rows.append({str(k): _bind_value(v) for k, v in row.items()})
         return rows
-    raise ExecutorError(  # pragma: no cover - the schema check refuses it first
-        f"statement {index}: parameters must be a mapping or a list of mappings"
+    raise ExecutorError(  # pragma: no cover - the orchestrator's schema check refuses it
+        f"statement {index}: parameters must be a mapping or a list of mappings", retryable=False
     )
 
 
@@ -361,7 +370,3 @@ def json_safe(value: Any) -> Any:
     if isinstance(value, list | tuple | set | frozenset):
         return [json_safe(v) for v in value]
     return str(value)
-
-
-def _short(text: str, limit: int = 200) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"

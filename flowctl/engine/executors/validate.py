@@ -9,6 +9,9 @@ Contract:
 - Output: `{valid, errors: [{path, message}], data}`; `data` is what the model coerced
   (as JSON), or the data as given for a schema. `path` is a JSON path (`$.items[0].sku`).
 - `fail_on_invalid: true` turns invalid data into a task failure listing the errors.
+- What another attempt cannot fix fails the task at once (`retryable=False`): invalid
+  data with `fail_on_invalid`, a schema that is not valid or cannot be found, a path
+  outside the allowed roots, a model that cannot be imported.
 
 Schemas are checked with jsonschema's Draft 2020-12 validator, formats included; the
 compiled validators are cached per schema (by content, and by file path + mtime).
@@ -47,7 +50,6 @@ class ValidateExecutor(BaseExecutor):
     with_schema: ClassVar[dict[str, Any]] = load_schema("executors/validate")
 
     async def run(self, ctx: TaskContext, params: dict[str, Any]) -> Any:
-        _check_with(params)
         data = params["data"]
         if "model" in params:
             valid, errors, data = _check_model(params["model"], data)
@@ -56,7 +58,7 @@ class ValidateExecutor(BaseExecutor):
             errors = _schema_errors(validator, data)
             valid = not errors
         if not valid and params.get("fail_on_invalid", False):
-            raise ExecutorError(_failure(errors))
+            raise ExecutorError(_failure(errors), retryable=False)
         return {"valid": valid, "errors": errors[:MAX_ERRORS], "data": data}
 
     def _validator(self, ctx: TaskContext, schema: Any) -> Draft202012Validator:
@@ -67,7 +69,7 @@ class ValidateExecutor(BaseExecutor):
             try:
                 return _compiled(_canonical(json.loads(text)))
             except json.JSONDecodeError as error:
-                raise ExecutorError(f"schema is not valid JSON: {error}") from None
+                raise ExecutorError(f"schema is not valid JSON: {error}", retryable=False) from None
         path = resolve_file(text, self.allowed_roots(ctx), what="schema file")
         stat = path.stat()
         return _file_validator(str(path), stat.st_mtime_ns, stat.st_size)
@@ -96,9 +98,10 @@ def resolve_file(name: str, roots: Iterable[Path], *, what: str) -> Path:
     if not inside_some:
         raise ExecutorError(
             f"{what} {name!r} is outside the allowed folders ({where}); "
-            "add its folder to FLOWCTL_FILE_ROOTS"
+            "add its folder to FLOWCTL_FILE_ROOTS",
+            retryable=False,
         )
-    raise ExecutorError(f"{what} {name!r} not found in {where}")
+    raise ExecutorError(f"{what} {name!r} not found in {where}", retryable=False)
 
 
 # -- JSON Schema ------------------------------------------------------------------------
@@ -108,20 +111,23 @@ def _canonical(schema: Any) -> str:
     try:
         return json.dumps(schema, sort_keys=True, separators=(",", ":"))
     except (TypeError, ValueError) as error:
-        raise ExecutorError(f"schema is not JSON: {error}") from None
+        raise ExecutorError(f"schema is not JSON: {error}", retryable=False) from None
 
 
 @functools.lru_cache(maxsize=256)
 def _compiled(canonical: str) -> Draft202012Validator:
     schema = json.loads(canonical)
     if not isinstance(schema, dict | bool):
-        raise ExecutorError(f"schema must be a mapping, got {type(schema).__name__}")
+        raise ExecutorError(
+            f"schema must be a mapping, got {type(schema).__name__}", retryable=False
+        )
     try:
         Draft202012Validator.check_schema(schema)
     except SchemaError as error:
         where = _json_path(error.absolute_path)
         raise ExecutorError(
-            f"schema is not a valid JSON Schema at {where}: {_short(error.message)}"
+            f"schema is not a valid JSON Schema at {where}: {_short(error.message)}",
+            retryable=False,
         ) from None
     return Draft202012Validator(schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
 
@@ -137,11 +143,13 @@ def _file_validator(path: str, mtime_ns: int, size: int) -> Draft202012Validator
         schema = yaml.safe_load(text) if path.endswith((".yaml", ".yml")) else json.loads(text)
     except (json.JSONDecodeError, yaml.YAMLError) as error:
         reason = str(error).replace("\n", " ")
-        raise ExecutorError(f"schema file {path} cannot be parsed: {reason}") from None
+        raise ExecutorError(
+            f"schema file {path} cannot be parsed: {reason}", retryable=False
+        ) from None
     try:
         return _compiled(_canonical(schema))
     except ExecutorError as error:
-        raise ExecutorError(f"schema file {path}: {error}") from None
+        raise ExecutorError(f"schema file {path}: {error}", retryable=error.retryable) from None
 
 
 def _schema_errors(validator: Draft202012Validator, data: Any) -> list[dict[str, str]]:
@@ -151,7 +159,9 @@ def _schema_errors(validator: Draft202012Validator, data: Any) -> list[dict[str,
             for error in _first(validator.iter_errors(data))
         ]
     except Unresolvable as error:
-        raise ExecutorError(f"schema has a $ref that cannot be resolved: {error}") from None
+        raise ExecutorError(
+            f"schema has a $ref that cannot be resolved: {error}", retryable=False
+        ) from None
     return sorted(found, key=lambda e: (e["path"], e["message"]))
 
 
@@ -186,30 +196,20 @@ def _model(reference: str) -> TypeAdapter[Any]:
     try:
         module = importlib.import_module(module_name)
     except ImportError as error:
-        raise ExecutorError(f"cannot import model {reference!r}: {error}") from None
+        raise ExecutorError(
+            f"cannot import model {reference!r}: {error}", retryable=False
+        ) from None
     model = getattr(module, attribute, None)
     if not (isinstance(model, type) and issubclass(model, BaseModel)):
         found = "nothing" if model is None else type(model).__name__
         raise ExecutorError(
-            f"model {reference!r} must name a Pydantic model (a BaseModel subclass), found {found}"
+            f"model {reference!r} must name a Pydantic model (a BaseModel subclass), found {found}",
+            retryable=False,
         )
     return TypeAdapter(model)
 
 
 # -- shared -----------------------------------------------------------------------------
-
-
-@functools.cache
-def _with_validator() -> Draft202012Validator:
-    return Draft202012Validator(ValidateExecutor.with_schema)
-
-
-def _check_with(params: Mapping[str, Any]) -> None:
-    """Rendered values are checked here: `flowctl validate` could not see them."""
-    error = next(iter(_with_validator().iter_errors(params)), None)
-    if error is not None:
-        where = "/".join(str(part) for part in error.absolute_path) or "with"
-        raise ExecutorError(f"invalid validate input at {where}: {_short(error.message)}")
 
 
 def _json_path(parts: Iterable[Any]) -> str:
