@@ -352,9 +352,9 @@ def test_a_slow_server_times_out(http_server: EchoServer) -> None:
 @pytest.mark.parametrize(
     ("field", "value", "message"),
     [
-        ("method", "FETCH", "with.method: 'FETCH' is not one of ['GET', 'POST', "),
-        ("timeout", "soon", "with.timeout: 'soon' is not valid under any of the given schemas"),
-        ("url", "ftp://x/", "with.url: 'ftp://x/' does not match "),
+        ("method", "FETCH", "with.method: is not one of ['GET', 'POST', "),
+        ("timeout", "soon", "with.timeout: is not valid under any of the given schemas"),
+        ("url", "ftp://x/", "with.url: does not match "),
     ],
 )
 def test_rendered_values_are_checked_before_any_request(
@@ -366,6 +366,13 @@ def test_rendered_values_are_checked_before_any_request(
     assert ran.error is not None and ran.error.startswith(f"task 'task': {message}")
     assert ran.attempts == [(1, TaskStatus.FAILED)]  # not retried: it would fail again
     assert http_server.requests == []
+
+
+def test_a_rejected_value_is_not_quoted_in_the_error(http_server: EchoServer) -> None:
+    """A URL from params may carry a password that is not a declared secret."""
+    ran = run_task("http", {"url": "{{ params.url }}"}, params={"url": "ftp://u:hunter2@x/"})
+    assert ran.error is not None and ran.error.startswith("task 'task': with.url: does not")
+    assert "hunter2" not in json.dumps([(c.error, c.input) for c in ran.checkpoints])
 
 
 # --- link-local and metadata addresses ---------------------------------------------------

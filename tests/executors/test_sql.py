@@ -388,7 +388,7 @@ def test_rendered_inputs_are_checked(tmp_path: Path) -> None:
     with_ = {"connection": url, "statement": "select :a", "parameters": "{{ params.p }}"}
     ran = run_task("sql", with_, params={"p": "a=1"})
     assert ran.result.status is WorkflowStatus.FAILED
-    assert ran.error == "task 'task': with.parameters: 'a=1' is not of type 'object', 'array'"
+    assert ran.error == "task 'task': with.parameters: is not of type 'object', 'array'"
     assert ran.attempts == [(1, TaskStatus.FAILED)]
     with pytest.raises(ExecutorError, match="list containing int"):
         run({"connection": url, "statement": "select :a", "parameters": [1]})

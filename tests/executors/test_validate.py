@@ -120,7 +120,7 @@ def test_rendered_inputs_are_checked() -> None:
     with_ = {"data": 1, "schema": {}, "fail_on_invalid": "{{ params.strict }}"}
     ran = run_task("validate", with_, params={"strict": "yes"})
     assert ran.result.status is WorkflowStatus.FAILED
-    assert ran.error == "task 'task': with.fail_on_invalid: 'yes' is not of type 'boolean'"
+    assert ran.error == "task 'task': with.fail_on_invalid: is not of type 'boolean'"
     assert ran.attempts == [(1, TaskStatus.FAILED)]
 
 

@@ -171,9 +171,35 @@ def check_rendered_with(name: str, params: dict[str, Any]) -> str | None:
             pass
     problems = []
     for error in explain.iter_errors(params):
+        if _holds_bytes(error.instance):
+            continue  # bytes from an upstream task (an ocr source): JSON Schema has no type
         where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path)
-        problems.append(f"with{where}: {error.message}")
+        problems.append(f"with{where}: {_without_value(error)}")
     return "; ".join(problems) or None
+
+
+def _holds_bytes(value: Any) -> bool:
+    return isinstance(value, bytes | bytearray)
+
+
+def _without_value(error: Any) -> str:
+    """jsonschema's message, without the value when it is text (or holds text): it may be a
+    credential (a URL with a password, a token from an upstream task) that is no secret."""
+    keyword, expected = error.validator, error.validator_value
+    if not isinstance(error.instance, str | dict | list):
+        return str(error.message)  # numbers, booleans and null say nothing sensitive
+    if keyword == "type":
+        types = expected if isinstance(expected, list) else [expected]
+        return "is not of type " + ", ".join(repr(t) for t in types)
+    if keyword in ("required", "additionalProperties", "dependentRequired"):
+        return str(error.message)  # names fields, not values
+    if keyword == "enum":
+        return f"is not one of {expected!r}"
+    if keyword == "pattern":
+        return f"does not match {expected!r}"
+    if keyword in ("oneOf", "anyOf"):
+        return "is not valid under any of the given schemas"
+    return f"does not satisfy {keyword}: {expected!r}"
 
 
 def is_known(name: str) -> bool:
