@@ -161,7 +161,7 @@ def test_a_schema_path_that_escapes_the_roots_is_refused(
     for name in ("../elsewhere/secret.json", str(elsewhere / "secret.json"), "link.json"):
         with pytest.raises(ExecutorError, match="outside the allowed folders"):
             run({"data": {}, "schema": name}, pipelines)
-    with pytest.raises(ExecutorError, match=r"'missing\.json' not found in"):
+    with pytest.raises(ExecutorError, match=r"'missing\.json' does not exist \(looked in"):
         run({"data": {}, "schema": "missing.json"}, pipelines)
     # A folder named in FLOWCTL_FILE_ROOTS is allowed.
     settings = Settings(file_roots=(elsewhere,))
@@ -256,7 +256,7 @@ def test_a_model_that_cannot_be_found(models: str) -> None:
         ),
         ({"data": 1, "schema": {"type": "integr"}}, "schema is not a valid JSON Schema"),
         ({"data": 1, "schema": "../elsewhere.json"}, "schema file '../elsewhere.json' is outside"),
-        ({"data": 1, "schema": "missing.json"}, "schema file 'missing.json' not found"),
+        ({"data": 1, "schema": "missing.json"}, "schema file 'missing.json' does not exist"),
         ({"data": 1, "model": "nowhere.mod:X"}, "cannot import model 'nowhere.mod:X'"),
     ],
     ids=["fail-on-invalid", "bad-schema", "outside", "missing", "unknown-model"],

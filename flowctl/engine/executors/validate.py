@@ -36,6 +36,7 @@ from pydantic import ValidationError as ModelValidationError
 from referencing.exceptions import Unresolvable
 
 from flowctl.engine.executors.base import BaseExecutor, TaskContext
+from flowctl.engine.files import allowed_roots, resolve_file
 from flowctl.errors import ExecutorError
 from flowctl.schemas import load_schema
 
@@ -70,38 +71,10 @@ class ValidateExecutor(BaseExecutor):
                 return _compiled(_canonical(json.loads(text)))
             except json.JSONDecodeError as error:
                 raise ExecutorError(f"schema is not valid JSON: {error}", retryable=False) from None
-        path = resolve_file(text, self.allowed_roots(ctx), what="schema file")
+        roots = allowed_roots(self.settings, ctx.pipeline_dir)
+        path = resolve_file(text, roots, what="schema file")
         stat = path.stat()
         return _file_validator(str(path), stat.st_mtime_ns, stat.st_size)
-
-    def allowed_roots(self, ctx: TaskContext) -> list[Path]:
-        roots = [ctx.pipeline_dir] if ctx.pipeline_dir is not None else []
-        return [*roots, Path.cwd(), *self.settings.file_roots]
-
-
-def resolve_file(name: str, roots: Iterable[Path], *, what: str) -> Path:
-    """The file `name` inside one of `roots` (tried in order); raises ExecutorError.
-
-    The resolved path (symlinks followed) must lie inside the root it was found in.
-    """
-    given = Path(name).expanduser()
-    resolved_roots = list(dict.fromkeys(root.resolve() for root in roots))
-    inside_some = False
-    for root in resolved_roots:
-        candidate = (root / given).resolve()  # an absolute `given` ignores root
-        if not candidate.is_relative_to(root):
-            continue
-        inside_some = True
-        if candidate.is_file():
-            return candidate
-    where = ", ".join(str(root) for root in resolved_roots)
-    if not inside_some:
-        raise ExecutorError(
-            f"{what} {name!r} is outside the allowed folders ({where}); "
-            "add its folder to FLOWCTL_FILE_ROOTS",
-            retryable=False,
-        )
-    raise ExecutorError(f"{what} {name!r} not found in {where}", retryable=False)
 
 
 # -- JSON Schema ------------------------------------------------------------------------
