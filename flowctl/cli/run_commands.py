@@ -99,9 +99,13 @@ def run_command(
     params = resolve_params(ir["params"], from_file, parse_assignments(assignments))
     settings = _settings(database_url)
     history = _open_history(settings, memory=no_history)
+    # Relative paths in tasks resolve against the file's folder (a registered pipeline: here).
+    pipeline_dir = Path(file).resolve().parent if definition_id is None else Path.cwd()
     try:
-        record = new_execution(history, ir, params, definition_id=definition_id)
-        runner = _runner(history, settings, Path(file).resolve().parent, output_format)
+        record = new_execution(
+            history, ir, params, definition_id=definition_id, pipeline_dir=pipeline_dir
+        )
+        runner = _runner(history, settings, pipeline_dir, output_format)
         result = _drive(runner, lambda: runner.run(record), output_format)
     finally:
         history.close()

@@ -22,10 +22,12 @@ def new_execution(
     params: Mapping[str, Any],
     *,
     definition_id: int | None = None,
+    pipeline_dir: Path | None = None,
 ) -> ExecutionRecord:
     """Records a QUEUED execution; it exists in the history before anything runs.
 
-    `definition_id` is the registry version it runs (`flowctl run NAME`), if any.
+    `definition_id` is the registry version it runs (`flowctl run NAME`), if any;
+    `pipeline_dir` the folder relative paths in its tasks resolve against, resume included.
     """
     record = ExecutionRecord(
         id=str(uuid.uuid4()),
@@ -36,6 +38,7 @@ def new_execution(
         status=WorkflowStatus.QUEUED,
         created_at=utcnow(),
         definition_id=definition_id,
+        pipeline_dir=str(pipeline_dir) if pipeline_dir is not None else None,
     )
     history.create_execution(record)
     return record
@@ -62,20 +65,21 @@ class Runner:
         self.pipeline_dir = pipeline_dir
         self.orchestrator: Orchestrator | None = None
 
-    def _orchestrator(self, ir: Mapping[str, Any]) -> Orchestrator:
+    def _orchestrator(self, record: ExecutionRecord) -> Orchestrator:
+        recorded = Path(record.pipeline_dir) if record.pipeline_dir else None
         self.orchestrator = Orchestrator(
-            ir,
+            record.ir,
             history=self.history,
             active=self.active,
             secrets=self.secrets,
             observer=self.observer,
-            pipeline_dir=self.pipeline_dir,
+            pipeline_dir=recorded or self.pipeline_dir,
             settings=self.settings,
         )
         return self.orchestrator
 
     async def run(self, record: ExecutionRecord) -> ExecutionResult:
-        return await self._orchestrator(record.ir).run(record.id, record.params)
+        return await self._orchestrator(record).run(record.id, record.params)
 
     async def resume(self, execution_id: str) -> ExecutionResult:
         record = self.history.get_execution(execution_id)
@@ -87,4 +91,4 @@ class Runner:
                 "interrupted executions can be resumed"
             )
         previous = self.history.checkpoints(execution_id)
-        return await self._orchestrator(record.ir).run(record.id, record.params, previous)
+        return await self._orchestrator(record).run(record.id, record.params, previous)

@@ -566,3 +566,51 @@ def test_a_killed_run_resumes_without_running_completed_tasks_again(
         assert set(ran) == set(task_ids)
     finally:
         history.close()
+
+
+def test_resume_resolves_relative_paths_in_the_pipelines_folder(tmp_path: Path) -> None:
+    """The first run fails on a missing schema file; after it is added, a resume started
+    from another folder still finds it next to the pipeline."""
+    folder = tmp_path / "pipelines"
+    folder.mkdir()
+    (folder / "checked.yaml").write_text(
+        textwrap.dedent(
+            """\
+            apiVersion: flowctl/v1
+            kind: Pipeline
+            metadata: {name: checked}
+            spec:
+              tasks:
+                - {id: data, executor: transform, with: {value: {n: 3}}}
+                - id: check
+                  executor: validate
+                  with: {data: "{{ tasks.data.output }}", schema: schemas/n.json}
+              output: "{{ tasks.check.output.valid }}"
+            """
+        )
+    )
+    env = {**os.environ, "FLOWCTL_DATABASE_URL": f"sqlite:///{tmp_path / 'history.db'}"}
+    first = subprocess.run(
+        [str(FLOWCTL), "run", str(folder / "checked.yaml"), "--output", "json"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert first.returncode == 1, first.stderr
+    failed = json.loads(first.stdout)
+    assert "schemas/n.json" in failed["tasks"]["check"]["error"]
+
+    (folder / "schemas").mkdir()
+    (folder / "schemas" / "n.json").write_text('{"type": "object", "required": ["n"]}')
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    resumed = subprocess.run(
+        [str(FLOWCTL), "resume", failed["execution_id"], "--output", "json"],
+        cwd=elsewhere,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert json.loads(resumed.stdout)["result"] is True

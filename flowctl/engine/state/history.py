@@ -47,6 +47,7 @@ class ExecutionRecord:
     error: str | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    pipeline_dir: str | None = None  # the folder of the pipeline file, if it came from one
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,6 +180,7 @@ class SqlHistory:
                     status=str(record.status),
                     created_at=record.created_at,
                     started_at=record.started_at,
+                    pipeline_dir=record.pipeline_dir,
                 )
             )
 
@@ -279,6 +281,7 @@ def _execution_record(row: Any) -> ExecutionRecord:
         error=row["error"],
         started_at=row["started_at"],
         finished_at=row["finished_at"],
+        pipeline_dir=row["pipeline_dir"],
     )
 
 
