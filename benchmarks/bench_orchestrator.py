@@ -54,7 +54,7 @@ def pipeline(tasks: int, shape: str) -> str:
 def timed_cli_run(path: Path, database: Path, *extra: str) -> tuple[float, int]:
     """Wall time and max RSS (KiB) of one `flowctl run` process."""
     flowctl = Path(sys.executable).parent / "flowctl"
-    command = [str(flowctl), "run", str(path), "--output", "json", *extra]
+    command = [str(flowctl), "run", str(path), *extra]  # as a user types it: text output
     env = {"FLOWCTL_DATABASE_URL": f"sqlite:///{database}", "PATH": "/usr/bin:/bin"}
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     start = time.perf_counter()
