@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
@@ -79,6 +81,7 @@ class Runner:
         return self.orchestrator
 
     async def run(self, record: ExecutionRecord) -> ExecutionResult:
+        self.history.update_execution(record.id, lease_owner=process_owner())
         return await self._orchestrator(record).run(record.id, record.params)
 
     async def resume(self, execution_id: str) -> ExecutionResult:
@@ -90,5 +93,35 @@ class Runner:
                 f"execution {execution_id} is {record.status}; only failed, cancelled or "
                 "interrupted executions can be resumed"
             )
+        running_in = live_local_process(record.lease_owner)
+        if record.status is WorkflowStatus.RUNNING and running_in is not None:
+            raise FlowctlError(
+                f"execution {execution_id} is still running (process {running_in} on this "
+                "machine); stop it first, or wait for it to end"
+            )
+        self.history.update_execution(record.id, lease_owner=process_owner())
         previous = self.history.checkpoints(execution_id)
         return await self._orchestrator(record).run(record.id, record.params, previous)
+
+
+def process_owner() -> str:
+    """Who runs an execution: "host:pid", recorded so a resume can tell a crash from a run."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def live_local_process(owner: str | None) -> int | None:
+    """The pid in `owner` if it is a live process on this machine, else None.
+
+    A RUNNING execution whose process is gone was interrupted (killed, crashed) and may be
+    resumed. Executions on other machines are the workers' business (leases).
+    """
+    host, _, pid = (owner or "").rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit() or int(pid) == os.getpid():
+        return None
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:  # alive, under another user
+        return int(pid)
+    return int(pid)

@@ -534,6 +534,12 @@ def test_a_killed_run_resumes_without_running_completed_tasks_again(
         try:
             record = wait_for(lambda: only_execution(history), process)
             wait_for(lambda: len(completed(history, record.id)) >= 2, process)
+            alive = flowctl(
+                "resume", record.id, database_url=history_url, cwd=workdir,
+                plugin_path=plugin_path,
+            )  # fmt: skip
+            assert alive.returncode == 1  # a second runner would run tasks twice
+            assert f"still running (process {process.pid} " in alive.stderr
             process.send_signal(signal.SIGKILL)
             process.communicate(timeout=20)
         finally:

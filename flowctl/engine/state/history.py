@@ -48,6 +48,7 @@ class ExecutionRecord:
     started_at: datetime | None = None
     finished_at: datetime | None = None
     pipeline_dir: str | None = None  # the folder of the pipeline file, if it came from one
+    lease_owner: str | None = None  # "host:pid" of the process running it
 
 
 @dataclass(frozen=True, slots=True)
@@ -282,6 +283,7 @@ def _execution_record(row: Any) -> ExecutionRecord:
         started_at=row["started_at"],
         finished_at=row["finished_at"],
         pipeline_dir=row["pipeline_dir"],
+        lease_owner=row["lease_owner"],
     )
 
 
