@@ -32,13 +32,13 @@ spec:
         url: "https://api.example.com/customers/{{{{ params.customer }}}}?n={i}"
         headers: {{Accept: application/json}}
         expect_status: [200]
-    - id: items
+    - id: entries
       executor: transform
       with:
         value: "{{{{ tasks.fetch.output.json['items'][:params.limit + {i}] }}}}"
     - id: summarize
       executor: llm
-      for_each: "{{{{ tasks.items.output }}}}"
+      for_each: "{{{{ tasks.entries.output }}}}"
       with:
         model: gpt-4o-mini
         prompt: "Summarize item {i}: {{{{ item.title | upper }}}}"
@@ -48,7 +48,7 @@ spec:
       with:
         value:
           customer: "{{{{ params.customer }}}}"
-          count: "{{{{ tasks.items.output | length }}}}"
+          count: "{{{{ tasks.entries.output | length }}}}"
           tag: "run-{i}"
     - id: check
       executor: validate

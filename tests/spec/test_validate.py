@@ -381,6 +381,26 @@ def test_duplicate_task_id(tmp_path: Path) -> None:
     assert found.hint == "first defined on line 6"
 
 
+def test_names_that_a_mapping_method_would_shadow_are_reserved(tmp_path: Path) -> None:
+    """`{{ params.values }}` would read dict.values, not the param: refuse such names."""
+    found = diagnose(
+        tmp_path,
+        """\
+        apiVersion: flowctl/v1
+        kind: Pipeline
+        metadata: {name: demo}
+        spec:
+          params:
+            values: {type: array, default: []}
+          tasks:
+            - id: items
+              executor: transform
+              with: {value: "{{ params.values }}"}
+        """,
+    )
+    assert [where(d) for d in found] == [("reserved-name", 6, 5), ("reserved-name", 8, 11)]
+
+
 # --- Expressions ----------------------------------------------------------------------
 
 
@@ -710,3 +730,24 @@ def test_validating_leaves_the_shipped_schemas_unchanged(tmp_path: Path) -> None
     for name in ("pipeline", "executors/transform"):
         shipped = ROOT / "flowctl" / "schemas" / f"{name}.schema.json"
         assert load_schema(name) == json.loads(shipped.read_text(encoding="utf-8"))
+
+
+def test_a_model_to_import_must_be_written_literally(tmp_path: Path) -> None:
+    """validate's `model:` names code to import: data from upstream must not choose it."""
+    found = single(
+        diagnose(
+            tmp_path,
+            """\
+            apiVersion: flowctl/v1
+            kind: Pipeline
+            metadata: {name: demo}
+            spec:
+              tasks:
+                - {id: a, executor: transform, with: {value: "os:system"}}
+                - id: b
+                  executor: validate
+                  with: {data: 1, model: "{{ tasks.a.output }}"}
+            """,
+        )
+    )
+    assert where(found) == ("not-literal", 9, 30)

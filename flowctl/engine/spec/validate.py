@@ -43,6 +43,10 @@ if TYPE_CHECKING:  # jsonschema is imported only when a file fails the fast chec
 
 Keys = tuple[str | int, ...]
 
+# Names that `params.x` / `tasks.x` would resolve to a dict method (Jinja reads attributes
+# before keys), so `{{ params.values }}` could never read a param named `values`.
+RESERVED_NAMES = frozenset(dir(dict))
+
 PARALLEL_THRESHOLD = 200  # below this, starting worker processes costs more than it saves
 
 SCHEDULE_PRESETS = frozenset(
@@ -296,6 +300,16 @@ class _SemanticCheck:
         return self.diagnostics
 
     def check_params(self) -> None:
+        for name in self.params:
+            if name in RESERVED_NAMES:
+                self.error(
+                    ("spec", "params", name),
+                    f"param name {name!r} is reserved",
+                    "reserved-name",
+                    "`params.<name>` reads a mapping: a name like one of its methods "
+                    "(keys, items, values, ...) would read the method",
+                    at_key=True,
+                )
         for name, param in self.params.items():
             if not isinstance(param, dict) or param.get("type") not in PARAM_TYPES:
                 continue
@@ -339,6 +353,14 @@ class _SemanticCheck:
                     f"first defined on line {first_line}",
                 )
                 continue
+            if task_id in RESERVED_NAMES:
+                self.error(
+                    ("spec", "tasks", index, "id"),
+                    f"task id {task_id!r} is reserved",
+                    "reserved-name",
+                    "`tasks.<id>` reads a mapping: an id named like one of its methods "
+                    "(keys, items, get, ...) would read the method",
+                )
             self.tasks[task_id] = (index, task)
             self.deps[task_id] = set()
 
@@ -401,6 +423,21 @@ class _SemanticCheck:
         self.diagnostics.extend(
             _schema_errors(self.document, block, schema_name, keys, templated=True)
         )
+        self.check_literals(executor, block, keys)
+
+    def check_literals(self, executor: str, block: dict[str, Any], keys: Keys) -> None:
+        """Fields marked `x-flowctl-literal` in an executor's schema take no expression:
+        they name code to run, which data from upstream tasks must not choose."""
+        for name, field in with_schema(executor).get("properties", {}).items():
+            value = block.get(name)
+            literal_only = isinstance(field, dict) and field.get("x-flowctl-literal")
+            if literal_only and isinstance(value, str) and is_template(value):
+                self.error(
+                    (*keys, name),
+                    f"{name} must be written literally, not as an expression",
+                    "not-literal",
+                    "it names code to import; an expression would let data choose it",
+                )
 
     def check_templates(
         self, value: Any, keys: Keys, task_id: str | None, *, allow_item: bool
