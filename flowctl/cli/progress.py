@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -60,7 +61,7 @@ class TerminalProgress:
         if state.status in (TaskStatus.COMPLETED, TaskStatus.FAILED):
             line += f"  {elapsed:.2f}s"
         if state.error and state.status is TaskStatus.FAILED:
-            line += f"  [dim]{state.error}[/]"
+            line += f"  [dim]{escape(state.error)}[/]"  # errors may hold [brackets]
         self.console.print(line, highlight=False, markup=True)
 
     def items_progress(self, task_id: str, done: int, total: int) -> None:

@@ -17,9 +17,10 @@ promises:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
@@ -332,7 +333,7 @@ class Orchestrator:
             outputs[index] = await self._attempts(task, context, label, base_attempt)
             done += 1
             if self.observer:
-                self.observer.items_progress(task.id, done, len(items))
+                self._notify(self.observer.items_progress, task.id, done, len(items))
 
         runs = [asyncio.create_task(one(i, item)) for i, item in enumerate(items)]
         try:
@@ -353,7 +354,7 @@ class Orchestrator:
             attempt = base_attempt + retry + 1
             state.attempts = max(state.attempts, attempt)  # for_each: the most any item took
             if self.observer:
-                self.observer.task_started(task.id, attempt)
+                self._notify(self.observer.task_started, task.id, attempt)
             try:
                 params = task.with_(context)
             except TemplateRenderError as render_error:
@@ -463,7 +464,13 @@ class Orchestrator:
         )
         await self.active.set_task(self.execution_id, task_id, {"status": str(status)})
         if self.observer:
-            self.observer.task_finished(task_id, state)
+            self._notify(self.observer.task_finished, task_id, state)
+
+    @staticmethod
+    def _notify(method: Callable[..., None], *args: Any) -> None:
+        """Progress display is best effort: its failure must not stop or corrupt a run."""
+        with contextlib.suppress(Exception):  # whatever a display raises, the run goes on
+            method(*args)
 
     async def _finish(self, status: WorkflowStatus, result: Any, error: str | None) -> None:
         error = self.secrets.redact(error)
