@@ -102,10 +102,11 @@ def run_command(
     # Relative paths in tasks resolve against the file's folder (a registered pipeline: here).
     pipeline_dir = Path(file).resolve().parent if definition_id is None else Path.cwd()
     try:
+        runner = _runner(history, settings, pipeline_dir, output_format)  # reads secrets
+        # Recorded only now: nothing is written when the params or the secrets are bad.
         record = new_execution(
             history, ir, params, definition_id=definition_id, pipeline_dir=pipeline_dir
         )
-        runner = _runner(history, settings, pipeline_dir, output_format)
         result = _drive(runner, lambda: runner.run(record), output_format)
     finally:
         history.close()

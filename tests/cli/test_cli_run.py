@@ -270,6 +270,59 @@ def test_an_invalid_pipeline_file_exits_1_and_records_nothing(
     assert history.list_executions() == []
 
 
+@pytest.mark.parametrize(
+    ("secrets_file", "message"),
+    [
+        (None, "cannot read secrets file"),
+        ("secrets.json", "invalid JSON"),
+        ("secrets.env", "expected NAME=value"),
+    ],
+)
+def test_a_bad_secrets_file_exits_1_and_records_nothing(
+    secrets_file: str | None,
+    message: str,
+    workdir: Path,
+    database_url: str,
+    history: SqlHistory,
+) -> None:
+    path = write(workdir, "greet.yaml", PIPELINE)
+    contents = {"secrets.json": "{not json", "secrets.env": "TOKEN=abc\njust words\n"}
+    if secrets_file:
+        write(workdir, secrets_file, contents[secrets_file])
+    done = flowctl(
+        "run", path, "-p", "name=x", database_url=database_url, cwd=workdir,
+        FLOWCTL_SECRETS_FILE=str(workdir / (secrets_file or "missing.json")),
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert message in done.stderr
+    assert history.list_executions() == []
+
+
+def test_a_secrets_file_gives_expressions_their_values(workdir: Path, database_url: str) -> None:
+    path = write(
+        workdir,
+        "secret.yaml",
+        """\
+        apiVersion: flowctl/v1
+        kind: Pipeline
+        metadata: {name: secret}
+        spec:
+          tasks:
+            - id: length
+              executor: transform
+              with: {value: "{{ secrets.TOKEN | length }}+{{ secrets.OTHER | length }}"}
+          output: "{{ tasks.length.output }}"
+        """,
+    )
+    write(workdir, "secrets.env", "# comment\nexport TOKEN='abcd'\nOTHER = \"xy z\"\n")
+    done = flowctl(
+        "run", path, "--output", "json", database_url=database_url, cwd=workdir,
+        FLOWCTL_SECRETS_FILE=str(workdir / "secrets.env"),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["result"] == "4+4"
+
+
 # --- params ------------------------------------------------------------------------------------
 
 
