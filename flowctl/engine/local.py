@@ -99,7 +99,11 @@ class Runner:
                 f"execution {execution_id} is still running (process {running_in} on this "
                 "machine); stop it first, or wait for it to end"
             )
-        self.history.update_execution(record.id, lease_owner=process_owner())
+        if not self.history.claim(record.id, record.lease_owner, process_owner()):
+            raise FlowctlError(
+                f"execution {execution_id} was just taken over by another process; "
+                "see `flowctl status`"
+            )
         previous = self.history.checkpoints(execution_id)
         return await self._orchestrator(record).run(record.id, record.params, previous)
 

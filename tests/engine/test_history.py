@@ -17,6 +17,7 @@ from flowctl.engine.state.history import (
     Checkpoint,
     ExecutionRecord,
     HistoryError,
+    MemoryHistory,
     SqlHistory,
     create_history_engine,
 )
@@ -223,3 +224,24 @@ def test_executions_are_listed_newest_first_and_filtered(history_url: str) -> No
         assert history.get_execution("missing") is None
     finally:
         history.close()
+
+
+def test_claiming_an_execution_is_compare_and_set(history_url: str) -> None:
+    """Of two resumes that read the same owner, only the first claim wins."""
+    history = SqlHistory(history_url)
+    try:
+        history.create_execution(record())
+        assert history.claim("e1", None, "host:1") is True
+        assert history.claim("e1", None, "host:2") is False  # the owner it saw is stale
+        assert history.claim("e1", "host:1", "host:2") is True
+        stored = history.get_execution("e1")
+        assert stored is not None and stored.lease_owner == "host:2"
+        assert history.claim("missing", None, "host:3") is False
+    finally:
+        history.close()
+
+
+def test_the_memory_history_claims_alike() -> None:
+    history = MemoryHistory()
+    history.create_execution(record())
+    assert history.claim("e1", None, "a") and not history.claim("e1", None, "b")

@@ -228,6 +228,54 @@ def test_a_server_without_json_schema_gets_json_object(chat_server: ChatServer) 
     assert formats == ["json_schema", "json_object", "json_object"]  # remembered for the run
 
 
+@pytest.mark.parametrize(
+    ("status", "message"),
+    [
+        (400, "Invalid value for RESPONSE_FORMAT: 'json_schema'"),
+        (422, "JSON_Schema output is not available for this model"),
+    ],
+)
+def test_a_refusal_naming_the_format_in_any_case_gets_json_object(
+    chat_server: ChatServer, status: int, message: str
+) -> None:
+    chat_server.reply(Reply.failure(status, message), '{"number": "A-1", "total": 1}')
+    output = call(ask(chat_server, prompt="Invoice", response_schema=INVOICE_SCHEMA))
+    assert output["json"] == {"number": "A-1", "total": 1}
+    formats = [r.body["response_format"]["type"] for r in chat_server.requests]
+    assert formats == ["json_schema", "json_object"]
+
+
+def test_another_400_on_a_json_schema_request_fails_and_changes_nothing(
+    chat_server: ChatServer,
+) -> None:
+    """A context too long is the request's fault, not json_schema's: no switch to json_object."""
+    too_long = "This model's maximum context length is 8192 tokens; you requested 9000 tokens."
+    chat_server.reply(Reply.failure(400, too_long), '{"number": "A-2", "total": 2}')
+
+    async def main() -> tuple[str, Any]:
+        executor = LlmExecutor(Settings())
+        params = ask(chat_server, prompt="Invoice", response_schema=INVOICE_SCHEMA)
+        try:
+            with pytest.raises(ExecutorError) as raised:
+                await executor.run(CTX, params)
+            assert raised.value.retryable is False
+            return str(raised.value), (await executor.run(CTX, params))["json"]
+        finally:
+            await executor.aclose()
+
+    message, second = asyncio.run(main())
+    assert message == f"'gpt-test' at {chat_server.base_url} answered HTTP 400: {too_long}"
+    assert second == {"number": "A-2", "total": 2}
+    formats = [r.body["response_format"]["type"] for r in chat_server.requests]
+    assert formats == ["json_schema", "json_schema"]  # the next request still asks for it
+
+    chat_server.reply(Reply.failure(422, too_long), "never asked")
+    ran = run_task("llm", ask(chat_server, prompt="x", response_schema=INVOICE_SCHEMA), retries=3)
+    assert ran.error == f"'gpt-test' at {chat_server.base_url} answered HTTP 422: {too_long}"
+    assert ran.attempts == [(1, TaskStatus.FAILED)]
+    assert len(chat_server.requests) == 3
+
+
 def test_an_invalid_response_schema_fails_before_any_request(chat_server: ChatServer) -> None:
     message = fails(ask(chat_server, prompt="x", response_schema={"type": "invoice"}))
     assert message.startswith("response_schema is not a valid JSON Schema: 'invoice' is not")

@@ -207,6 +207,18 @@ def test_file_roots_allow_more_folders(root: Path, outside: Path) -> None:
     assert FIRST in normalized(ocr(root, "link.png", settings)["text"])
 
 
+def test_a_file_named_like_base64_is_read_from_disk(root: Path) -> None:
+    """`scans/invoice2024` is all base64 letters, 16 and more of them: it is still a path."""
+    assert failure(root, "scans/invoice2024") == (
+        f"source 'scans/invoice2024' does not exist (looked in {root})"
+    )
+    (root / "scans").mkdir()
+    (root / "scans" / "invoice2024").write_bytes(encoded(page(FIRST), "PNG"))
+    assert FIRST in normalized(ocr(root, "scans/invoice2024")["text"])
+    (root / "scans" / "invoiceScan2024A").write_bytes(encoded(page(SECOND), "PNG"))
+    assert SECOND in normalized(ocr(root, "scans/invoiceScan2024A")["text"])  # decodes too
+
+
 def test_missing_and_unreadable_files(root: Path) -> None:
     assert failure(root, "missing.png") == (
         f"source 'missing.png' does not exist (looked in {root})"

@@ -174,6 +174,20 @@ def test_a_broken_schema_file_is_an_error(tmp_path: Path) -> None:
         run({"data": {}, "schema": "broken.json"}, tmp_path)
 
 
+def test_a_schema_file_that_is_not_utf8_is_a_permanent_error(tmp_path: Path) -> None:
+    (tmp_path / "latin1.json").write_bytes('{"type": "object", "title": "Café"}'.encode("latin-1"))
+    with pytest.raises(ExecutorError) as raised:
+        run({"data": {}, "schema": "latin1.json"}, tmp_path)
+    assert str(raised.value) == (
+        f"schema file {tmp_path.resolve() / 'latin1.json'} is not UTF-8 text "
+        "(byte 32: b'\\xe9'); save it as UTF-8"
+    )
+    assert raised.value.retryable is False
+    ran = run_task("validate", {"data": {}, "schema": "latin1.json"}, pipeline_dir=tmp_path)
+    assert ran.error is not None and ran.error.startswith("schema file ")
+    assert ran.attempts == [(1, TaskStatus.FAILED)]
+
+
 # --- Pydantic models -------------------------------------------------------------------
 
 MODELS = """\

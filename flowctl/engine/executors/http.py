@@ -39,6 +39,7 @@ import httpx
 
 from flowctl.config import Settings
 from flowctl.engine.executors.base import BaseExecutor, TaskContext
+from flowctl.engine.secrets import REDACTED
 from flowctl.engine.spec.compile import parse_duration
 from flowctl.errors import ExecutorError
 from flowctl.schemas import load_schema
@@ -54,7 +55,6 @@ MAX_RETRY_AFTER = 60.0  # a longer wait is left to the task's retries, not a blo
 MAX_REDIRECTS = 10
 EXCERPT_BYTES = 4096  # read from a refused response, for its message
 EXCERPT_CHARS = 200
-REDACTED = "***"
 
 REFUSED_NETWORKS = (
     ip_network("169.254.0.0/16"),

@@ -2,9 +2,11 @@
 
 The provider is chosen by `base_url`: OpenAI (the default), Ollama
 (http://localhost:11434/v1), vLLM, llama.cpp, LM Studio... With `response_schema` the
-answer is requested as JSON (response_format `json_schema`, or `json_object` where the
-server refuses that), parsed and checked with jsonschema; an answer that is not valid is
-sent back once, with the error, for a corrected one.
+answer is requested as JSON (response_format `json_schema`, or `json_object` for the rest
+of the run where the server refuses that), parsed and checked with jsonschema; an answer
+that is not valid is sent back once, with the error, for a corrected one. A refusal is a
+400 or 422 whose message names `response_format` or `json_schema`; any other 400 or 422
+(a context too long, say) fails the task like any request another attempt would repeat.
 
 The openai client retries 429 and 5xx answers itself, honouring Retry-After; retrying the
 whole task stays the orchestrator's job, except after answers another attempt would get
@@ -31,6 +33,7 @@ from openai.types.chat.completion_create_params import ResponseFormat
 
 from flowctl.config import Settings
 from flowctl.engine.executors.base import BaseExecutor, TaskContext
+from flowctl.engine.secrets import REDACTED
 from flowctl.engine.spec.compile import parse_duration
 from flowctl.errors import ExecutorError
 from flowctl.schemas import load_schema
@@ -41,6 +44,8 @@ PLACEHOLDER_API_KEY = "no-key"
 SCHEMA_INSTRUCTION = "Answer with one JSON value, and nothing else, that matches this JSON Schema:"
 REPAIR_REQUEST = "{problem}\nAnswer again with only the corrected JSON."
 _FENCED = re.compile(r"^```[a-zA-Z]*[ \t]*\n(.*?)\n?```$", re.S)
+# A 400/422 naming one of these refuses `json_schema`: the run falls back to json_object.
+_FORMAT_WORDS = ("response_format", "json_schema")
 _MAX_QUOTED = 300  # characters of a server's message or a validation error kept in errors
 # Statuses another attempt would get again: the task fails without using its retries.
 PERMANENT_STATUSES = frozenset({400, 401, 403, 404, 422})
@@ -108,7 +113,9 @@ class LlmExecutor(BaseExecutor):
                 try:
                     completion = await _create(client, call, messages, _json_schema(call))
                     return _checked(completion, call)
-                except (openai.BadRequestError, openai.UnprocessableEntityError):
+                except (openai.BadRequestError, openai.UnprocessableEntityError) as error:
+                    if not _refuses_json_schema(error):
+                        raise  # a context too long, a bad parameter: not the format's fault
                     self._without_json_schema.add(call.base_url)
             completion = await _create(client, call, messages, {"type": "json_object"})
             return _checked(completion, call)
@@ -332,6 +339,12 @@ def _server_message(error: openai.APIStatusError) -> str:
     return _shorten(error.message)
 
 
+def _refuses_json_schema(error: openai.APIStatusError) -> bool:
+    """Whether a 400/422 is about `response_format` (a server without `json_schema`)."""
+    said = f"{error.message} {json.dumps(error.body, default=str)}".lower()
+    return any(word in said for word in _FORMAT_WORDS)
+
+
 def _is_openai(base_url: str) -> bool:
     """OpenAI's own API (api.openai.com) or an Azure OpenAI resource."""
     host = urlsplit(base_url).hostname or ""
@@ -339,7 +352,7 @@ def _is_openai(base_url: str) -> bool:
 
 
 def _redact(text: str, api_key: str) -> str:
-    return text.replace(api_key, "***") if len(api_key) >= 3 else text
+    return text.replace(api_key, REDACTED) if len(api_key) >= 3 else text
 
 
 def _shorten(text: str) -> str:

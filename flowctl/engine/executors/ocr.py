@@ -2,7 +2,10 @@
 
 The source is a file under the allowed roots (see `flowctl.engine.files`) or data from
 an upstream task: raw bytes, a base64 string, a `data:` URI, or a mapping with a
-`base64` key (what the `http` executor gives for a binary body). PDF pages are rendered
+`base64` key (what the `http` executor gives for a binary body). A string that names a
+file under the allowed roots is that file, even when it is also valid base64
+(`scans/invoice2024`); otherwise it is data only if it decodes to the signature of a PNG,
+JPEG, TIFF or PDF, and a path that does not exist otherwise. PDF pages are rendered
 with pdfium at 300 dpi; every frame of a TIFF is a page. Each page is one Tesseract
 run through pytesseract, in a thread, so the event loop never waits on it.
 
@@ -26,6 +29,7 @@ import threading
 import urllib.parse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 import pypdfium2 as pdfium
@@ -49,6 +53,7 @@ _LANG = re.compile(r"[a-z_]+(\+[a-z_]+)*")  # fullmatch: no trailing newline eit
 _BASE64 = re.compile(r"^[A-Za-z0-9+/\-_]+={0,2}$")
 _MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 _LONGEST_PATH = 4096
+_LONGEST_NAME = 256  # longer base64-looking text is taken for base64, never for a path
 # pdfium is not thread-safe; parallel ocr tasks share this process and its threads.
 _PDFIUM_LOCK = threading.Lock()
 
@@ -150,6 +155,8 @@ class OcrExecutor(BaseExecutor):
             if source.startswith("data:"):
                 data = self._decode_data_uri(source)
                 shown = f"source (data: URI, {len(data):,} bytes)"
+            elif (real := await self._existing_file(ctx, source)) is not None:
+                return await self._read(real, source), f"source {source!r}"
             elif (decoded := self._maybe_base64(source)) is not None:
                 data = decoded
                 shown = f"source ({len(data):,} bytes from base64)"
@@ -177,8 +184,24 @@ class OcrExecutor(BaseExecutor):
             )
         roots = allowed_roots(self.settings, ctx.pipeline_dir)
         real = await asyncio.to_thread(resolve_file, path, roots, what="source")
+        return await self._read(real, path)
+
+    async def _existing_file(self, ctx: TaskContext, text: str) -> Path | None:
+        """The real path of `text` if it names a regular file under the allowed roots.
+
+        Asked first: a file's name may also be valid base64 (`scans/invoice2024`).
+        """
+        if len(text) > _LONGEST_PATH:
+            return None
+        roots = allowed_roots(self.settings, ctx.pipeline_dir)
+        try:
+            return await asyncio.to_thread(resolve_file, text, roots, what="source")
+        except (ExecutorError, OSError):  # OSError: a name too long, for one
+            return None
+
+    async def _read(self, real: Path, shown_as: str) -> bytes:
         return await asyncio.to_thread(
-            read_file, real, max_bytes=self.max_bytes, shown_as=path, what="source"
+            read_file, real, max_bytes=self.max_bytes, shown_as=shown_as, what="source"
         )
 
     def _decode_base64(self, text: str, shown: str) -> bytes:
@@ -193,16 +216,24 @@ class OcrExecutor(BaseExecutor):
             raise ExecutorError(f"{shown} is not valid base64", retryable=False) from None
 
     def _maybe_base64(self, text: str) -> bytes | None:
-        """Decoded bytes if `text` is base64 of a known format, None if it may be a path."""
+        """Decoded bytes if `text` is base64 of a known format, None if it may be a path.
+
+        Text no longer than a file's name counts as base64 only when it decodes to the
+        signature of a known format; anything else is taken for a (missing) path.
+        """
         compact = "".join(text.split())
         if len(compact) < 16 or not _BASE64.match(compact):
             return None
+        if len(compact) <= _LONGEST_NAME:
+            try:
+                data = _b64decode(compact)
+            except (binascii.Error, ValueError):
+                return None
+            return data if _kind(data) is not None else None
         data = self._decode_base64(compact, "source (base64)")  # the size limit holds here
-        if _kind(data) is not None:
-            return data
-        if len(compact) > 256:  # no one names a file like this
+        if _kind(data) is None:
             raise ExecutorError(f"source looks like base64 but is not {KINDS}", retryable=False)
-        return None
+        return data
 
     def _decode_data_uri(self, uri: str) -> bytes:
         header, comma, payload = uri.partition(",")

@@ -41,6 +41,8 @@ from sqlalchemy.pool import StaticPool
 
 from flowctl.config import Settings
 from flowctl.engine.executors.base import BaseExecutor, TaskContext
+from flowctl.engine.secrets import REDACTED
+from flowctl.engine.state.history import driver_message
 from flowctl.errors import ExecutorError
 from flowctl.schemas import load_schema
 
@@ -69,8 +71,13 @@ class Target:
 
     def redact(self, text: str) -> str:
         for secret in self.hide:
-            text = text.replace(secret, "***")
+            text = text.replace(secret, REDACTED)
         return text
+
+    def message(self, error: Exception) -> str:
+        """The driver's message on one line, without a password or SQLAlchemy's link
+        (`driver_message` leaves one that ends the first line: a missing bind parameter)."""
+        return self.redact(_BACKGROUND.sub("", driver_message(error)))
 
 
 class SqlExecutor(BaseExecutor):
@@ -173,7 +180,7 @@ def _create_engine(target: Target) -> Engine:
             retryable=False,
         ) from None
     except (sa.exc.ArgumentError, TypeError, ValueError) as error:
-        message = f"{target.label}: {target.redact(_one_line(error))}"
+        message = f"{target.label}: {target.message(error)}"
         raise ExecutorError(message, retryable=False) from None
 
 
@@ -222,7 +229,7 @@ class _Job:
         try:
             connection = self.engine.connect()
         except sa.exc.SQLAlchemyError as error:
-            message = f"cannot connect to {self.target.label}: {self._message(error)}"
+            message = f"cannot connect to {self.target.label}: {self.target.message(error)}"
             raise ExecutorError(message) from None
         with connection:
             self._dbapi = connection.connection.dbapi_connection
@@ -233,7 +240,8 @@ class _Job:
                         transaction.rollback()
             except sa.exc.SQLAlchemyError as error:  # the statements' errors are caught below
                 raise ExecutorError(
-                    f"sql commit failed: {self._message(error)}", retryable=_retryable(error)
+                    f"sql commit failed: {self.target.message(error)}",
+                    retryable=_retryable(error),
                 ) from None
         return output
 
@@ -267,12 +275,10 @@ class _Job:
             except sa.exc.SQLAlchemyError as error:
                 where = f"statement {index} of {count}" if count > 1 else "statement"
                 raise ExecutorError(
-                    f"sql {where} failed: {self._message(error)}", retryable=_retryable(error)
+                    f"sql {where} failed: {self.target.message(error)}",
+                    retryable=_retryable(error),
                 ) from None
         return {"rows": rows, "rowcount": rowcount}
-
-    def _message(self, error: BaseException) -> str:
-        return self.target.redact(_one_line(getattr(error, "orig", None) or error))
 
 
 def _retryable(error: sa.exc.SQLAlchemyError) -> bool:
@@ -288,11 +294,6 @@ def _retryable(error: sa.exc.SQLAlchemyError) -> bool:
 def _quietly(call: Any) -> None:
     with contextlib.suppress(Exception):  # the connection may be gone: the rollback follows
         call()
-
-
-def _one_line(error: BaseException) -> str:
-    text = _BACKGROUND.sub("", str(error)).strip()
-    return text.splitlines()[0].strip() if text else type(error).__name__
 
 
 # -- inputs -----------------------------------------------------------------------------

@@ -10,7 +10,7 @@ Contract:
   (as JSON), or the data as given for a schema. `path` is a JSON path (`$.items[0].sku`).
 - `fail_on_invalid: true` turns invalid data into a task failure listing the errors.
 - What another attempt cannot fix fails the task at once (`retryable=False`): invalid
-  data with `fail_on_invalid`, a schema that is not valid or cannot be found, a path
+  data with `fail_on_invalid`, a schema that is not valid, not UTF-8 or cannot be found, a path
   outside the allowed roots, a model that cannot be imported.
 
 Schemas are checked with jsonschema's Draft 2020-12 validator, formats included; the
@@ -110,7 +110,13 @@ def _file_validator(path: str, mtime_ns: int, size: int) -> Draft202012Validator
     """Cached by path and modification time: an edited file is read again."""
     try:
         text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
+    except UnicodeDecodeError as error:  # the same bytes next time: not worth a retry
+        raise ExecutorError(
+            f"schema file {path} is not UTF-8 text (byte {error.start}: "
+            f"{error.object[error.start : error.start + 1]!r}); save it as UTF-8",
+            retryable=False,
+        ) from None
+    except OSError as error:
         raise ExecutorError(f"cannot read schema file {path}: {error}") from None
     try:
         schema = yaml.safe_load(text) if path.endswith((".yaml", ".yml")) else json.loads(text)

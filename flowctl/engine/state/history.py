@@ -73,6 +73,8 @@ class History(Protocol):
 
     def checkpoint(self, checkpoint: Checkpoint) -> None: ...
 
+    def claim(self, execution_id: str, seen_owner: str | None, owner: str) -> bool: ...
+
     def get_execution(self, execution_id: str) -> ExecutionRecord | None: ...
 
     def checkpoints(self, execution_id: str) -> list[Checkpoint]: ...
@@ -192,6 +194,18 @@ class SqlHistory:
             connection.execute(
                 update(_executions).where(_executions.c.id == execution_id).values(**changes)
             )
+
+    def claim(self, execution_id: str, seen_owner: str | None, owner: str) -> bool:
+        """Takes over an execution if its owner is still the one seen (compare-and-set):
+        of two resumes started at once, exactly one wins."""
+        with self._transaction() as connection:
+            done = connection.execute(
+                update(_executions)
+                .where(_executions.c.id == execution_id)
+                .where(_executions.c.lease_owner.is_not_distinct_from(seen_owner))
+                .values(lease_owner=owner)
+            )
+        return done.rowcount == 1
 
     def checkpoint(self, checkpoint: Checkpoint) -> None:
         if self._sqlite is not None:
@@ -320,6 +334,13 @@ class MemoryHistory:
         if "status" in changes:
             changes["status"] = WorkflowStatus(changes["status"])
         self.executions[execution_id] = replace(self.executions[execution_id], **changes)
+
+    def claim(self, execution_id: str, seen_owner: str | None, owner: str) -> bool:
+        record = self.executions.get(execution_id)
+        if record is None or record.lease_owner != seen_owner:
+            return False
+        self.executions[execution_id] = replace(record, lease_owner=owner)
+        return True
 
     def checkpoint(self, checkpoint: Checkpoint) -> None:
         self.rows[checkpoint.execution_id].append(checkpoint)
