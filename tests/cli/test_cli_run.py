@@ -587,12 +587,6 @@ def test_a_killed_run_resumes_without_running_completed_tasks_again(
         try:
             record = wait_for(lambda: only_execution(history), process)
             wait_for(lambda: len(completed(history, record.id)) >= 2, process)
-            alive = flowctl(
-                "resume", record.id, database_url=history_url, cwd=workdir,
-                plugin_path=plugin_path,
-            )  # fmt: skip
-            assert alive.returncode == 1  # a second runner would run tasks twice
-            assert f"still running (process {process.pid} " in alive.stderr
             process.send_signal(signal.SIGKILL)
             process.communicate(timeout=20)
         finally:
@@ -625,6 +619,30 @@ def test_a_killed_run_resumes_without_running_completed_tasks_again(
         assert set(ran) == set(task_ids)
     finally:
         history.close()
+
+
+def test_resume_refuses_an_execution_whose_process_is_alive(
+    database_url: str, workdir: Path, plugin_path: Path, history: SqlHistory
+) -> None:
+    """A second runner would run its tasks twice: only a dead process's run is resumed."""
+    process, _ = start_chain(workdir, database_url, plugin_path, seconds=30)
+    try:
+        record = wait_for(lambda: only_execution(history), process)
+
+        def owned() -> str | None:
+            stored = history.get_execution(record.id)
+            return stored.lease_owner if stored else None
+
+        wait_for(owned, process)
+        alive = flowctl(
+            "resume", record.id, database_url=database_url, cwd=workdir, plugin_path=plugin_path
+        )
+        assert alive.returncode == 1
+        assert f"still running (process {process.pid} " in alive.stderr
+        assert process.poll() is None
+    finally:
+        process.kill()
+        process.wait()
 
 
 def test_resume_resolves_relative_paths_in_the_pipelines_folder(tmp_path: Path) -> None:
