@@ -32,7 +32,9 @@ def cli() -> None:
     """Declarative YAML pipelines for AI and document workflows.
 
     Write a pipeline file, check it with `flowctl validate`, inspect it with
-    `flowctl compile` and `flowctl graph`.
+    `flowctl compile` and `flowctl graph`, run it here with `flowctl run` (and
+    `resume`, `status`, `runs`), and deploy a folder of pipelines from git with
+    `flowctl diff` and `flowctl apply` (`history`, `rollback`, `init`).
     """
 
 
@@ -66,4 +68,15 @@ def main() -> None:
     except FlowctlError as error:
         click.echo(f"error: {error}", err=True)
         sys.exit(error.exit_code)
+    except OSError as error:  # a file or folder the user named, a full disk, ...
+        click.echo(f"error: {error}", err=True)
+        sys.exit(1)
+    except Exception as error:
+        if not type(error).__module__.startswith("sqlalchemy"):
+            raise  # a bug in flowctl: the traceback is what its report needs
+        # A database failing under a running command ("database is locked", a lost
+        # connection): one line, without SQLAlchemy's statement dump.
+        message = str(getattr(error, "orig", None) or error).strip().splitlines()
+        click.echo(f"error: database: {message[0] if message else type(error).__name__}", err=True)
+        sys.exit(1)
     sys.exit(0)

@@ -263,12 +263,10 @@ def db_group() -> None:
 def db_upgrade_command(database_url: str | None) -> None:
     """Create or migrate the history's tables to the current schema."""
     from flowctl.engine.state import migrate
-    from flowctl.engine.state.history import create_history_engine
+    from flowctl.engine.state.history import open_history_engine
 
-    settings = _settings(database_url)
-    engine = create_history_engine(settings.database_url)
+    engine = open_history_engine(_settings(database_url).database_url)  # migrates it
     try:
-        migrate.upgrade(engine)
         click.echo(f"history schema at revision {migrate.current_revision(engine)}")
     finally:
         engine.dispose()

@@ -39,10 +39,16 @@ def resolve_file(path: str, roots: Sequence[Path], *, what: str = "file") -> Pat
     candidates = [given] if given.is_absolute() else [root / given for root in roots]
     inside: list[Path] = []
     for candidate in candidates:
-        real = candidate.resolve()
+        try:
+            real = candidate.resolve()
+            is_file = real.is_file()
+        except OSError as error:  # a name too long, a loop of symlinks, ...
+            raise ExecutorError(
+                f"{what} {path!r} is not a usable path: {error.strerror}", retryable=False
+            ) from None
         if not _is_under(real, roots):
             continue
-        if real.is_file():
+        if is_file:
             return real
         inside.append(real)
     folders = ", ".join(str(root) for root in roots)

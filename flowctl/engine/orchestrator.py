@@ -180,8 +180,13 @@ class Orchestrator:
             "secrets": self.secrets,
             "execution": {"id": execution_id, "pipeline": self.ir["name"]},
         }
-        self.history.update_execution(
-            execution_id, status=WorkflowStatus.RUNNING, started_at=utcnow(), error=None
+        self.history.update_execution(  # a resume starts over from a clean slate
+            execution_id,
+            status=WorkflowStatus.RUNNING,
+            started_at=utcnow(),
+            finished_at=None,
+            result=None,
+            error=None,
         )
         await self.active.set_execution(execution_id, WorkflowStatus.RUNNING)
         try:

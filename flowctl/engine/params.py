@@ -7,6 +7,7 @@ when any is wrong.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -85,6 +86,8 @@ def _convert(text: str, expected: str) -> Any:
             number = float(text)
         except ValueError:
             raise ValueError(f"expected a number, got {text!r}") from None
+        if not math.isfinite(number):
+            raise ValueError(f"expected a finite number, got {text!r}")
         return int(number) if number.is_integer() and "." not in text else number
     if expected == "boolean":
         lowered = text.strip().lower()

@@ -3,6 +3,7 @@ read back with the types they were written with (SQLite fast path and PostgreSQL
 
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -245,3 +246,17 @@ def test_the_memory_history_claims_alike() -> None:
     history = MemoryHistory()
     history.create_execution(record())
     assert history.claim("e1", None, "a") and not history.claim("e1", None, "b")
+
+
+def test_non_finite_outputs_are_stored_as_text(history_url: str) -> None:
+    """PostgreSQL's JSON refuses NaN and infinity: a task may still produce them."""
+    history = SqlHistory(history_url)
+    try:
+        history.create_execution(record())
+        history.checkpoint(
+            Checkpoint("e1", "t", 1, TaskStatus.COMPLETED, output={"a": math.nan, "b": [math.inf]})
+        )
+        (stored,) = history.checkpoints("e1")
+        assert stored.output == {"a": "nan", "b": ["inf"]}
+    finally:
+        history.close()

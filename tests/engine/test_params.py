@@ -119,3 +119,10 @@ def test_the_unknown_param_error_lists_the_declared_ones() -> None:
         resolve_params({"b": {"type": "string"}, "a": {"type": "string"}}, from_cli={"c": "1"})
     with pytest.raises(ParamsError, match=r"declared: none"):
         resolve_params({}, from_cli={"c": "1"})
+
+
+@pytest.mark.parametrize("text", ["inf", "-inf", "nan", "1e999"])
+def test_a_number_param_must_be_finite(text: str) -> None:
+    """JSON (the history, the IR) has no infinity or NaN."""
+    with pytest.raises(ParamsError, match="expected a finite number"):
+        resolve_params({"x": {"type": "number"}}, from_cli={"x": text})

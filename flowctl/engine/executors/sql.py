@@ -49,7 +49,6 @@ from flowctl.schemas import load_schema
 Fetch = Literal["all", "one", "none"]
 
 _CONNECTION_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_BACKGROUND = re.compile(r"\s*\(Background on this error at: [^)]*\)")
 _CANCEL_GRACE = 5.0  # seconds a cancelled attempt waits for its rollback
 # The database refused the statements as written: running them again gives the same error.
 _PERMANENT_ERRORS = (sa.exc.ProgrammingError, sa.exc.IntegrityError, sa.exc.DataError)
@@ -77,7 +76,7 @@ class Target:
     def message(self, error: Exception) -> str:
         """The driver's message on one line, without a password or SQLAlchemy's link
         (`driver_message` leaves one that ends the first line: a missing bind parameter)."""
-        return self.redact(_BACKGROUND.sub("", driver_message(error)))
+        return self.redact(driver_message(error))
 
 
 class SqlExecutor(BaseExecutor):

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import base64
 import json
+import math
+import re
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -116,7 +118,20 @@ def create_history_engine(url: str) -> Engine:
 
 def _dumps(value: Any) -> str:
     """JSON for the history's columns; bytes and other non-JSON values are not an error."""
-    return json.dumps(value, default=_fallback, ensure_ascii=False)
+    try:
+        return json.dumps(value, default=_fallback, ensure_ascii=False, allow_nan=False)
+    except ValueError:  # NaN or infinity: not JSON (PostgreSQL refuses them); keep them as text
+        return json.dumps(_finite(value), default=_fallback, ensure_ascii=False)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {key: _finite(child) for key, child in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(child) for child in value]
+    return value
 
 
 class SqlHistory:
@@ -127,6 +142,7 @@ class SqlHistory:
         try:
             self._connection: Connection = self.engine.connect()
         except Exception as error:
+            self.engine.dispose()
             raise HistoryError(
                 f"cannot open the history database: {driver_message(error)}"
             ) from None
@@ -303,20 +319,26 @@ def _execution_record(row: Any) -> ExecutionRecord:
 
 def open_history_engine(url: str) -> Engine:
     """An engine on the history database, its schema migrated to the current revision."""
+    engine = None
     try:
         engine = create_history_engine(url)
         migrate.ensure_current(engine)
-    except FlowctlError:
-        raise
     except Exception as error:  # driver errors: name the database, not the traceback
+        if engine is not None:
+            engine.dispose()
+        if isinstance(error, FlowctlError):
+            raise
         raise HistoryError(f"cannot open the history database: {driver_message(error)}") from None
     return engine
 
 
+_BACKGROUND_LINK = re.compile(r"\s*\(Background on this error at: [^)]*\)")
+
+
 def driver_message(error: Exception) -> str:
     """The first line of a driver error, without SQLAlchemy's background link."""
-    text = str(getattr(error, "orig", None) or error)
-    return text.strip().splitlines()[0] if text.strip() else type(error).__name__
+    text = _BACKGROUND_LINK.sub("", str(getattr(error, "orig", None) or error)).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 @dataclass
