@@ -47,14 +47,6 @@ class FlowctlError(Exception):
     exit_code = 1
 
 
-class SpecError(FlowctlError):
-    """A pipeline file is invalid; carries every diagnostic found, not only the first."""
-
-    def __init__(self, diagnostics: list[Diagnostic]) -> None:
-        self.diagnostics = diagnostics
-        super().__init__("\n".join(d.format() for d in diagnostics))
-
-
 class ParamsError(FlowctlError):
     """Run parameters do not match `spec.params`."""
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from flowctl.cli.run_commands import database_option, output_option
+from flowctl.cli.options import database_option, output_option, settings_for
 from flowctl.config import Settings
 from flowctl.errors import Diagnostic, NotFoundError
 
@@ -59,7 +59,7 @@ def apply_command(
     _exit_if_invalid(collection, "nothing applied")
     if not collection.pipelines:
         raise NotFoundError(f"no pipeline files in {', '.join(paths)}; nothing applied")
-    settings = _settings(database_url)
+    settings = settings_for(database_url)
     git = gitinfo.file_sources([p.path for p in collection.pipelines], settings.git_branch)
     sources = [registry.Source(p.ir, p.path, git[p.path]) for p in collection.pipelines]
     engine = registry.connect(settings.database_url)
@@ -148,7 +148,8 @@ def diff_command(
     """Show what changes, per pipeline: tasks added, removed and changed, and the fields
     that changed (executor, `with` values, dependencies, retries, schedule…).
 
-    Exits 0 when nothing changes, 3 when something would, 1 on invalid input.
+    Exits 0 when nothing changes, 3 when something would, 1 on invalid input, 2 on a
+    usage error.
     """
     from flowctl.cli import diff_render
     from flowctl.engine.spec.collect import collect_contents, collect_paths
@@ -158,7 +159,7 @@ def diff_command(
     _exit_if_invalid(new, "nothing compared")
     paths_by_name = {p.name: p.path for p in new.pipelines}
     if against == "registry":
-        old = _registry_specs(_settings(database_url), None if prune else list(paths_by_name))
+        old = _registry_specs(settings_for(database_url), None if prune else list(paths_by_name))
     else:
         from flowctl.engine.gitinfo import files_at_ref
 
@@ -195,7 +196,7 @@ def history_command(name: str, output_format: str, database_url: str | None) -> 
     """List the versions of pipeline NAME (digest, commit, time) and its rollbacks."""
     from flowctl.engine import registry
 
-    engine = registry.connect(_settings(database_url).database_url)
+    engine = registry.connect(settings_for(database_url).database_url)
     try:
         found = registry.versions(engine, name)
         timeline = registry.events(engine, name)
@@ -245,7 +246,7 @@ def rollback_command(name: str, version: int, database_url: str | None) -> None:
     """
     from flowctl.engine import registry
 
-    settings = _settings(database_url)
+    settings = settings_for(database_url)
     engine = registry.connect(settings.database_url)
     try:
         previous, changed = registry.rollback(engine, name, version, actor=settings.actor)
@@ -306,11 +307,6 @@ def init_command(directory: str, ci: str) -> None:
 def template(name: str) -> str:
     """A file `flowctl init` writes (also the source of examples/ci/)."""
     return resources.files("flowctl.templates").joinpath(name).read_text(encoding="utf-8")
-
-
-def _settings(database_url: str | None) -> Settings:
-    settings = Settings.from_env()
-    return settings.with_database(database_url) if database_url else settings
 
 
 def _exit_if_invalid(collection: Collection, consequence: str) -> None:

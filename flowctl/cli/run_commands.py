@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from flowctl.cli.options import database_option, output_option, settings_for
 from flowctl.config import Settings
 from flowctl.engine.states import TaskStatus, WorkflowStatus
 from flowctl.errors import ParamsError
@@ -21,25 +22,6 @@ if TYPE_CHECKING:  # the engine (SQLAlchemy, ...) is imported only by commands t
     from flowctl.engine.orchestrator import ExecutionResult
 
 EXIT_CODES = {WorkflowStatus.COMPLETED: 0, WorkflowStatus.FAILED: 1, WorkflowStatus.CANCELLED: 130}
-
-database_option = click.option(
-    "--database-url",
-    envvar="FLOWCTL_DATABASE_URL",
-    default=None,
-    help="History database (default: sqlite:///.flowctl/flowctl.db; env FLOWCTL_DATABASE_URL).",
-)
-output_option = click.option(
-    "--output",
-    "output_format",
-    type=click.Choice(["text", "json"]),
-    default="text",
-    show_default=True,
-)
-
-
-def _settings(database_url: str | None) -> Settings:
-    settings = Settings.from_env()
-    return settings.with_database(database_url) if database_url else settings
 
 
 def _open_history(settings: Settings, *, memory: bool = False) -> Any:
@@ -97,7 +79,7 @@ def run_command(
     _freeze_startup_objects()
     from_file = _read_params_file(params_file) if params_file else None
     params = resolve_params(ir["params"], from_file, parse_assignments(assignments))
-    settings = _settings(database_url)
+    settings = settings_for(database_url)
     history = _open_history(settings, memory=no_history)
     # Relative paths in tasks resolve against the file's folder (a registered pipeline: here).
     pipeline_dir = Path(file).resolve().parent if definition_id is None else Path.cwd()
@@ -127,7 +109,7 @@ def _file_or_registered_ir(
     if not path.exists() and re.fullmatch(r"[a-z][a-z0-9-]{0,62}", file):
         from flowctl.cli.gitops_commands import registered_ir
 
-        return registered_ir(file, _settings(database_url))
+        return registered_ir(file, settings_for(database_url))
     if not path.is_file():
         reason = "is a directory" if path.is_dir() else "does not exist"
         raise click.BadParameter(f"file {file!r} {reason}", param_hint="'FILE|NAME'")
@@ -143,7 +125,7 @@ def resume_command(execution_id: str, output_format: str, database_url: str | No
 
     Completed tasks are not run again: their checkpointed outputs are reused.
     """
-    settings = _settings(database_url)
+    settings = settings_for(database_url)
     history = _open_history(settings)
     try:
         runner = _runner(history, settings, None, output_format)
@@ -162,7 +144,7 @@ def status_command(execution_id: str, output_format: str, database_url: str | No
     """Show an execution and the latest state of each of its tasks."""
     from flowctl.errors import NotFoundError
 
-    history = _open_history(_settings(database_url))
+    history = _open_history(settings_for(database_url))
     try:
         record = history.get_execution(execution_id)
         if record is None:
@@ -226,7 +208,7 @@ def runs_command(
     database_url: str | None,
 ) -> None:
     """List recent executions, newest first."""
-    history = _open_history(_settings(database_url))
+    history = _open_history(settings_for(database_url))
     try:
         records = history.list_executions(pipeline, status, limit)
     finally:
@@ -265,7 +247,7 @@ def db_upgrade_command(database_url: str | None) -> None:
     from flowctl.engine.state import migrate
     from flowctl.engine.state.history import open_history_engine
 
-    engine = open_history_engine(_settings(database_url).database_url)  # migrates it
+    engine = open_history_engine(settings_for(database_url).database_url)  # migrates it
     try:
         click.echo(f"history schema at revision {migrate.current_revision(engine)}")
     finally:
@@ -345,7 +327,8 @@ def _read_params_file(path: str) -> dict[str, Any]:
     try:
         data = load_file(path).data
     except LoadError as error:
-        raise ParamsError(error.diagnostic.format()) from None
+        d = error.diagnostic
+        raise ParamsError(f"{d.path}:{d.line}:{d.column}: {d.message} [{d.rule}]") from None
     if not isinstance(data, dict):
         raise ParamsError(f"{path}: a params file must be a mapping of NAME: value")
     return data

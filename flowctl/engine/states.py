@@ -1,6 +1,9 @@
-"""The statuses of a workflow execution and of a task, and the transitions allowed.
+"""The statuses of a workflow execution and of a task, and an execution's transitions.
 
-Every transition is checkpointed before the next step happens (see orchestrator.py).
+A task goes PENDING → RUNNING → COMPLETED | FAILED, or from PENDING straight to SKIPPED,
+UPSTREAM_FAILED or FAILED (an expression in `when` that cannot render); on resume, tasks
+that did not complete start again from PENDING. Every task's final state is checkpointed
+before anything that depends on it starts (see orchestrator.py).
 """
 
 from __future__ import annotations
@@ -49,19 +52,6 @@ WORKFLOW_TRANSITIONS: dict[WorkflowStatus, frozenset[WorkflowStatus]] = {
     WorkflowStatus.CANCELLED: frozenset({WorkflowStatus.RUNNING}),
     WorkflowStatus.COMPLETED: frozenset(),
 }
-
-TASK_TRANSITIONS: dict[TaskStatus, frozenset[TaskStatus]] = {
-    TaskStatus.PENDING: frozenset(
-        {TaskStatus.RUNNING, TaskStatus.SKIPPED, TaskStatus.UPSTREAM_FAILED}
-    ),
-    TaskStatus.RUNNING: frozenset({TaskStatus.COMPLETED, TaskStatus.FAILED}),
-    TaskStatus.COMPLETED: frozenset(),
-    TaskStatus.SKIPPED: frozenset(),
-    # On resume, failed tasks and those they blocked run again.
-    TaskStatus.FAILED: frozenset({TaskStatus.RUNNING}),
-    TaskStatus.UPSTREAM_FAILED: frozenset({TaskStatus.PENDING}),
-}
-
 
 def can_resume(status: WorkflowStatus) -> bool:
     return WorkflowStatus.RUNNING in WORKFLOW_TRANSITIONS[status]

@@ -125,7 +125,7 @@ def test_a_0001_database_upgrades_and_keeps_its_rows(history_url: str) -> None:
                 },
             )
         migrate.ensure_current(engine)
-        assert migrate.current_revision(engine) == migrate.HEAD_REVISION == "0002"
+        assert migrate.current_revision(engine) == migrate.HEAD_REVISION
         (kept,) = registry.active_definitions(engine)
         assert (kept.name, kept.version, kept.spec) == ("old", 1, {"name": "old"})
     finally:
