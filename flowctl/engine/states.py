@@ -53,5 +53,6 @@ WORKFLOW_TRANSITIONS: dict[WorkflowStatus, frozenset[WorkflowStatus]] = {
     WorkflowStatus.COMPLETED: frozenset(),
 }
 
+
 def can_resume(status: WorkflowStatus) -> bool:
     return WorkflowStatus.RUNNING in WORKFLOW_TRANSITIONS[status]
