@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import sys
 
 import click
@@ -55,6 +56,11 @@ cli.add_command(init_command)
 
 
 def main() -> None:
+    # A flowctl process builds documents (an object per YAML node, and no reference
+    # cycles) and exits: the cyclic garbage collector would only rescan them, again and
+    # again as they grow (on a 10,000-task file that cost more than loading itself).
+    # Commands that go on to run a pipeline freeze what exists and turn it back on.
+    gc.disable()
     try:
         cli.main(standalone_mode=False)
     except click.exceptions.Abort:

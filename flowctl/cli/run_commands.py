@@ -76,7 +76,7 @@ def run_command(
     from flowctl.engine.params import parse_assignments, resolve_params
 
     ir, definition_id = _file_or_registered_ir(file, database_url)
-    _freeze_startup_objects()
+    _collect_garbage_from_now_on()
     from_file = _read_params_file(params_file) if params_file else None
     params = resolve_params(ir["params"], from_file, parse_assignments(assignments))
     settings = settings_for(database_url)
@@ -125,6 +125,7 @@ def resume_command(execution_id: str, output_format: str, database_url: str | No
 
     Completed tasks are not run again: their checkpointed outputs are reused.
     """
+    _collect_garbage_from_now_on()
     settings = settings_for(database_url)
     history = _open_history(settings)
     try:
@@ -310,15 +311,14 @@ def _print_result(result: ExecutionResult, output_format: str) -> None:
         click.echo(f"resume with: flowctl resume {result.execution_id}")
 
 
-def _freeze_startup_objects() -> None:
-    """Moves what exists now (modules, the IR) out of the garbage collector's scans.
-
-    They live until the process ends; without this, each full collection during a
-    10,000-task run walks them again.
-    """
+def _collect_garbage_from_now_on() -> None:
+    """Turns the garbage collector (paused by `main`) back on for a run, which does make
+    reference cycles (asyncio tasks, exceptions); what exists now (modules, the IR) lives
+    until the process ends and is moved out of its scans."""
     import gc
 
     gc.freeze()
+    gc.enable()
 
 
 def _read_params_file(path: str) -> dict[str, Any]:

@@ -42,6 +42,7 @@ from flowctl.engine.states import TaskStatus, WorkflowStatus
 from flowctl.errors import ExecutorError, RenderError
 
 MAX_RETRY_DELAY = 600.0
+FINAL = frozenset(status for status in TaskStatus if status.is_final)
 CANCELLED_ERROR = "cancelled"
 
 
@@ -231,7 +232,7 @@ class Orchestrator:
         def release(task_id: str) -> None:
             for dependent in self.tasks[task_id].dependents:
                 waiting[dependent] -= 1
-                if waiting[dependent] == 0 and not self.states[dependent].status.is_final:
+                if waiting[dependent] == 0 and self.states[dependent].status not in FINAL:
                     ready.append(dependent)
 
         try:
@@ -268,16 +269,18 @@ class Orchestrator:
     async def _settle_without_running(self, task_id: str) -> bool:
         """Decides UPSTREAM_FAILED / SKIPPED before running; True if the task is settled."""
         task = self.tasks[task_id]
-        upstream = [self.states[need] for need in task.needs]
-        for need, state in zip(task.needs, upstream, strict=True):
-            if state.status is TaskStatus.UPSTREAM_FAILED or (
-                state.status is TaskStatus.FAILED and not self.tasks[need].continue_on_failure
+        all_skipped = bool(task.needs)
+        for need in task.needs:
+            status = self.states[need].status
+            if status is TaskStatus.UPSTREAM_FAILED or (
+                status is TaskStatus.FAILED and not self.tasks[need].continue_on_failure
             ):
                 await self._settle(
                     task_id, TaskStatus.UPSTREAM_FAILED, error=f"upstream {need!r} failed"
                 )
                 return True
-        if upstream and all(state.status is TaskStatus.SKIPPED for state in upstream):
+            all_skipped = all_skipped and status is TaskStatus.SKIPPED
+        if all_skipped:
             await self._settle(task_id, TaskStatus.SKIPPED)
             return True
         if task.when is not None:
@@ -507,16 +510,20 @@ class Orchestrator:
     def result(self) -> ExecutionResult:
         """The execution as callers may show it: secret values redacted, like the history."""
         redact = self.secrets.redact
+        if self.secrets.redactable():
+            states = {
+                task_id: replace(state, output=redact(state.output))
+                for task_id, state in self.states.items()
+            }
+        else:
+            states = dict(self.states)
         return ExecutionResult(
             self.execution_id,
             self.ir["name"],
             self.final_status,
             redact(self.final_result),
             self.final_error,
-            {
-                task_id: replace(state, output=redact(state.output))
-                for task_id, state in self.states.items()
-            },
+            states,
         )
 
 

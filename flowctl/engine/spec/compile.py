@@ -14,7 +14,7 @@ import json
 import re
 from typing import Any
 
-from flowctl.engine.spec.load import Document, paused_gc
+from flowctl.engine.spec.load import Document
 from flowctl.engine.spec.templating import analyze, iter_templates
 
 IR_VERSION = "taskflow/v1"
@@ -38,11 +38,6 @@ def parse_duration(value: str | int | float) -> float:
 
 def compile_document(document: Document) -> dict[str, Any]:
     """The IR of a document that `validate_document` found valid."""
-    with paused_gc():
-        return _compile(document)
-
-
-def _compile(document: Document) -> dict[str, Any]:
     data = document.data
     metadata, spec = data["metadata"], data["spec"]
     defaults = spec.get("defaults", {})

@@ -26,7 +26,6 @@ from flowctl.engine.spec.load import (
     LoadError,
     iter_pipeline_files,
     load_file,
-    paused_gc,
 )
 from flowctl.engine.spec.templating import (
     CONTEXT_NAMES,
@@ -91,8 +90,7 @@ def load_and_validate(path: str) -> tuple[Document | None, list[Diagnostic]]:
         document = load_file(path)
     except LoadError as error:
         return None, [error.diagnostic]
-    with paused_gc():
-        return document, validate_document(document)
+    return document, validate_document(document)
 
 
 def check_file(path: str) -> CheckedFile:
