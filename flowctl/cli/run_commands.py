@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
-import signal
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -270,6 +268,9 @@ def _drive(
     runner: Any, start: Callable[[], Awaitable[ExecutionResult]], output_format: str
 ) -> ExecutionResult:
     """Runs the execution on an event loop; SIGINT/SIGTERM cancel it cleanly."""
+    import asyncio  # here, not at the top: `flowctl validate` should not pay for it
+    import signal
+
     progress = None
     if output_format == "text" and sys.stderr.isatty():
         from rich.console import Console

@@ -17,7 +17,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 from enum import StrEnum
 from typing import Any, cast
@@ -432,20 +432,7 @@ def _record(
 
 
 def _definition(row: Any) -> Definition:
-    return Definition(
-        id=row["id"],
-        name=row["name"],
-        version=row["version"],
-        digest=row["digest"],
-        spec=row["spec"],
-        source_path=row["source_path"],
-        source_commit=row["source_commit"],
-        source_branch=row["source_branch"],
-        source_author=row["source_author"],
-        applied_at=row["applied_at"],
-        applied_by=row["applied_by"],
-        active=row["active"],
-    )
+    return Definition(**{field.name: row[field.name] for field in fields(Definition)})
 
 
 def _is_contention(error: OperationalError) -> bool:

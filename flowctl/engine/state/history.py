@@ -14,7 +14,7 @@ import re
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol, cast
@@ -189,18 +189,7 @@ class SqlHistory:
     def create_execution(self, record: ExecutionRecord) -> None:
         with self._transaction() as connection:
             connection.execute(
-                insert(_executions).values(
-                    id=record.id,
-                    definition_id=record.definition_id,
-                    pipeline=record.pipeline,
-                    digest=record.digest,
-                    ir=record.ir,
-                    params=record.params,
-                    status=str(record.status),
-                    created_at=record.created_at,
-                    started_at=record.started_at,
-                    pipeline_dir=record.pipeline_dir,
-                )
+                insert(_executions).values({**_columns(record), "status": str(record.status)})
             )
 
     def update_execution(self, execution_id: str, **changes: Any) -> None:
@@ -256,17 +245,7 @@ class SqlHistory:
                 select(_tasks).where(_tasks.c.execution_id == execution_id).order_by(_tasks.c.id)
             ).all()
         return [
-            Checkpoint(
-                execution_id=row.execution_id,
-                task_id=row.task_id,
-                attempt=row.attempt,
-                status=TaskStatus(row.status),
-                output=row.output,
-                error=row.error,
-                input=row.input,
-                started_at=row.started_at,
-                finished_at=row.finished_at,
-            )
+            Checkpoint(**{**_columns_of(Checkpoint, row), "status": TaskStatus(row.status)})
             for row in rows
         ]
 
@@ -299,22 +278,19 @@ def _sqlite_time(value: datetime | None) -> str | None:
 
 
 def _execution_record(row: Any) -> ExecutionRecord:
-    return ExecutionRecord(
-        id=row["id"],
-        pipeline=row["pipeline"],
-        digest=row["digest"],
-        ir=row["ir"],
-        params=row["params"],
-        status=WorkflowStatus(row["status"]),
-        created_at=row["created_at"],
-        definition_id=row["definition_id"],
-        result=row["result"],
-        error=row["error"],
-        started_at=row["started_at"],
-        finished_at=row["finished_at"],
-        pipeline_dir=row["pipeline_dir"],
-        lease_owner=row["lease_owner"],
-    )
+    values = _columns_of(ExecutionRecord, row)
+    return ExecutionRecord(**{**values, "status": WorkflowStatus(values["status"])})
+
+
+def _columns(record: Any) -> dict[str, Any]:
+    """A record's fields, which are named as the table's columns."""
+    return {field.name: getattr(record, field.name) for field in fields(record)}
+
+
+def _columns_of(cls: Any, row: Any) -> dict[str, Any]:
+    """The values of a row (or its mapping) for the fields of `cls`, named alike."""
+    mapping = getattr(row, "_mapping", row)
+    return {field.name: mapping[field.name] for field in fields(cls)}
 
 
 def open_history_engine(url: str) -> Engine:
